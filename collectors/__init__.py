@@ -1,0 +1,27 @@
+"""The node agent: collectors, the sampling core and the HTTP exposition server."""
+
+from .agent import Agent, Collector, Snapshot
+from .attribution import PodRef, PodResourcesAttributor, ProcessRef, list_pod_devices, process_ref
+from .errors import CollectorUnavailable
+from .exposition import render, wants_openmetrics
+from .gpu import GpuCollector, is_blank
+from .infiniband import InfinibandCollector
+from .server import AgentServer
+
+__all__ = [
+    "Agent",
+    "AgentServer",
+    "Collector",
+    "CollectorUnavailable",
+    "GpuCollector",
+    "InfinibandCollector",
+    "PodRef",
+    "PodResourcesAttributor",
+    "ProcessRef",
+    "Snapshot",
+    "is_blank",
+    "list_pod_devices",
+    "process_ref",
+    "render",
+    "wants_openmetrics",
+]

@@ -1,0 +1,224 @@
+"""The agent core: each collector samples on its own thread; a scrape serves snapshots.
+
+A scrape never touches hardware: it joins each collector's last snapshot (rendered once per
+snapshot and cached) with a few self-metrics computed at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client.core import Metric
+
+from gpuslo import __version__
+from gpuslo import conventions as c
+
+from .errors import CollectorUnavailable
+from .exposition import add, family, render
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 1.0
+DEFAULT_MAX_SERIES = 20_000
+
+
+class Collector(Protocol):
+    """A source of metric families, read fresh on each ``collect()``."""
+
+    name: str
+
+    def collect(self) -> Iterable[Metric]:
+        """Read the source once."""
+        ...
+
+
+@dataclass
+class Snapshot:
+    """What one sample of one collector produced."""
+
+    families: tuple[Metric, ...]
+    series: int
+    duration: float
+    success: bool
+    taken_at: float
+    error: str | None = None
+    _rendered: dict[bool, str] = field(default_factory=dict, repr=False)
+
+    def text(self, openmetrics: bool) -> str:
+        """Exposition text of the families, rendered once per format."""
+        cached = self._rendered.get(openmetrics)
+        if cached is None:
+            cached = render(self.families, openmetrics)
+            self._rendered[openmetrics] = cached
+        return cached
+
+
+class Agent:
+    """Runs collectors on their own cadence and renders the latest snapshots."""
+
+    def __init__(
+        self,
+        collectors: Sequence[Collector],
+        interval: float = DEFAULT_INTERVAL,
+        max_series: int = DEFAULT_MAX_SERIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("sampling interval must be > 0 seconds")
+        if max_series < 1:
+            raise ValueError("series cap must be >= 1")
+        names = [col.name for col in collectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate collector names: {names}")
+        self.collectors = list(collectors)
+        self.interval = interval
+        self.max_series = max_series
+        self._clock = clock
+        self._snapshots: dict[str, Snapshot] = {}
+        self._dropped: dict[str, int] = dict.fromkeys(names, 0)
+        self._logged: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, collector: Collector) -> Snapshot:
+        """Run one collector once, isolating its failure from the others."""
+        start = self._clock()
+        error: str | None = None
+        families: tuple[Metric, ...] = ()
+        try:
+            families = tuple(collector.collect())
+            success = True
+            self._logged.pop(collector.name, None)
+        except CollectorUnavailable as err:
+            success, error = False, str(err)
+            self._log_once(collector.name, err.level, f"{collector.name} collector: {error}")
+        except Exception as err:  # a broken collector must not take the agent down
+            success, error = False, f"{type(err).__name__}: {err}"
+            if self._logged.get(collector.name) != error:
+                log.exception("collector %s failed", collector.name)
+                self._logged[collector.name] = error
+        families, series, dropped = self._cap(families)
+        if dropped:
+            self._dropped[collector.name] = self._dropped.get(collector.name, 0) + dropped
+            self._log_once(
+                collector.name + "/cap",
+                logging.WARNING,
+                f"{collector.name}: over the cap of {self.max_series} series, dropping {dropped}",
+            )
+        end = self._clock()
+        snap = Snapshot(families, series, end - start, success, end, error)
+        self._snapshots[collector.name] = snap
+        return snap
+
+    def _log_once(self, key: str, level: int, message: str) -> None:
+        if self._logged.get(key) != message:
+            log.log(level, "%s", message)
+            self._logged[key] = message
+
+    def _cap(self, families: tuple[Metric, ...]) -> tuple[tuple[Metric, ...], int, int]:
+        total = sum(len(f.samples) for f in families)
+        if total <= self.max_series:
+            return families, total, 0
+        kept: list[Metric] = []
+        room = self.max_series
+        for fam in families:
+            if room <= 0:
+                break
+            if len(fam.samples) > room:
+                trimmed = Metric(fam.name, fam.documentation, fam.type)
+                trimmed.samples = fam.samples[:room]
+                fam = trimmed
+            kept.append(fam)
+            room -= len(fam.samples)
+        return tuple(kept), self.max_series, total - self.max_series
+
+    def sample_all(self) -> None:
+        """Sample every collector once, in order (for ``--once`` and tests)."""
+        for collector in self.collectors:
+            self.sample(collector)
+
+    def start(self) -> None:
+        """One sampling thread per collector, so a hung source delays only itself."""
+        for collector in self.collectors:
+            thread = threading.Thread(
+                target=self._loop, args=(collector,), name=f"sample-{collector.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _loop(self, collector: Collector) -> None:
+        next_at = self._clock()
+        while not self._stop.is_set():
+            self.sample(collector)
+            next_at += self.interval
+            delay = next_at - self._clock()
+            if delay < 0:  # fell behind (slow hardware): skip missed ticks, don't burst
+                next_at = self._clock()
+                delay = 0.0
+            self._stop.wait(delay)
+
+    def stop(self) -> None:
+        """Stop the sampling threads and close collectors that hold hardware."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for collector in self.collectors:
+            close = getattr(collector, "close", None)
+            if callable(close):
+                close()
+
+    # ------------------------------------------------------------------ exposition
+    def snapshot(self, name: str) -> Snapshot | None:
+        """The latest snapshot of a collector, if it has sampled yet."""
+        return self._snapshots.get(name)
+
+    def self_metrics(self) -> list[Metric]:
+        """Per-collector duration, success, sample age, series and drops, computed now."""
+        now = self._clock()
+        duration, success = family(c.COLLECTOR_DURATION), family(c.COLLECTOR_SUCCESS)
+        age, series = family(c.COLLECTOR_AGE), family(c.COLLECTOR_SERIES)
+        dropped, info = family(c.COLLECTOR_DROPPED), family(c.AGENT_INFO)
+        add(info, {c.LABEL_VERSION: __version__}, 1.0)
+        for collector in self.collectors:
+            labels = {c.LABEL_COLLECTOR: collector.name}
+            add(dropped, labels, self._dropped.get(collector.name, 0))
+            snap = self._snapshots.get(collector.name)
+            if snap is None:
+                add(success, labels, 0.0)
+                continue
+            add(duration, labels, snap.duration)
+            add(success, labels, 1.0 if snap.success else 0.0)
+            add(age, labels, max(0.0, now - snap.taken_at))
+            add(series, labels, snap.series)
+        return [info, duration, success, age, series, dropped]
+
+    def render(self, openmetrics: bool = False) -> str:
+        """The whole scrape: every collector's latest snapshot plus self-metrics."""
+        parts = [
+            snap.text(openmetrics)
+            for col in self.collectors
+            if (snap := self._snapshots.get(col.name)) is not None
+        ]
+        parts.append(render(self.self_metrics(), openmetrics))
+        if openmetrics:
+            parts.append("# EOF\n")
+        return "".join(parts)
+
+    def health(self) -> dict[str, dict[str, object]]:
+        """Per-collector state for ``/healthz``."""
+        now = self._clock()
+        out: dict[str, dict[str, object]] = {}
+        for collector in self.collectors:
+            snap = self._snapshots.get(collector.name)
+            out[collector.name] = {
+                "success": bool(snap and snap.success),
+                "age_seconds": None if snap is None else round(now - snap.taken_at, 3),
+                "error": None if snap is None else snap.error,
+            }
+        return out

@@ -1,0 +1,212 @@
+"""GPU collector: backend samples -> dcgm-exporter-named families plus ``gpuslo_gpu_*``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client.core import Metric
+
+from gpuslo import conventions as c
+
+from .attribution import PodRef, PodResourcesAttributor, process_ref
+from .backends.base import DriverInfo, GpuBackend, GpuSample
+from .errors import CollectorUnavailable
+from .exposition import add, family
+
+log = logging.getLogger(__name__)
+
+# DCGM's blank sentinels (dcgm_structs.h: DCGM_INT32_BLANK 0x7ffffff0, DCGM_INT64_BLANK
+# 0x7ffffffffffffff0, each followed by a few "not found/not supported" codes) and NVML's
+# all-ones "N/A". A sentinel is never a reading, so it is never exported.
+_INT32_BLANK = 0x7FFFFFF0
+_INT64_BLANK = 0x7FFFFFFFFFFFFFF0
+
+
+def is_blank(value: float) -> bool:
+    """True for placeholder values that mean "no reading"."""
+    if math.isnan(value) or math.isinf(value):
+        return True
+    if value < 0:
+        return False
+    return (
+        _INT32_BLANK <= value <= 0x7FFFFFFF
+        or value >= _INT64_BLANK
+        or value in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
+    )
+
+
+_NS_PER_S = 1e9
+
+
+class GpuCollector:
+    """Samples a GPU backend; accumulates XIDs per code (events are counted, not last-valued)."""
+
+    name = c.COLLECTOR_GPU
+
+    def __init__(
+        self,
+        backend: GpuBackend,
+        hostname: str,
+        attributor: PodResourcesAttributor | None = None,
+        procfs: str | Path = "/proc",
+    ) -> None:
+        self.backend = backend
+        self._hostname = hostname
+        self._attributor = attributor
+        self._procfs = procfs
+        self._driver: DriverInfo | None = None
+        self._xids: dict[tuple[str, int], int] = {}
+        self._last_xid: dict[str, int] = {}
+
+    def _ensure_open(self) -> DriverInfo:
+        if self._driver is None:
+            try:
+                self._driver = self.backend.open()
+            except CollectorUnavailable:
+                raise
+            except Exception as err:
+                raise CollectorUnavailable(str(err)) from err
+        return self._driver
+
+    def close(self) -> None:
+        """Release the backend."""
+        if self._driver is not None:
+            self.backend.close()
+
+    def collect(self) -> Iterable[Metric]:
+        """Sample every GPU and build the families fresh."""
+        driver = self._ensure_open()
+        samples = self.backend.sample()
+        for event in self.backend.drain_xid_events():
+            key = (event.uuid, event.xid)
+            self._xids[key] = self._xids.get(key, 0) + 1
+            self._last_xid[event.uuid] = event.xid
+        holders = self._attributor.holders() if self._attributor else {}
+        return self._families(samples, driver, holders)
+
+    def _families(
+        self, samples: list[GpuSample], driver: DriverInfo, holders: dict[str, list[PodRef]] | object
+    ) -> list[Metric]:
+        fams = {spec.name: family(spec) for spec in c.GPU_FIELDS}
+        up = family(c.GPU_UP)
+        info = family(c.GPU_INFO)
+        xid_last = family(c.DCGM_XID_ERRORS)
+        xid_total = family(c.GPU_XID_ERRORS)
+        throttle = family(c.GPU_THROTTLE_SECONDS)
+        energy = family(c.GPU_ENERGY_JOULES)
+        pcie_tx, pcie_rx = family(c.GPU_PCIE_TX_BYTES), family(c.GPU_PCIE_RX_BYTES)
+        link_specs = (
+            (c.GPU_NVLINK_TX_BYTES, "tx_bytes"),
+            (c.GPU_NVLINK_RX_BYTES, "rx_bytes"),
+            (c.GPU_NVLINK_CRC_FLIT_ERRORS, "crc_flit_errors"),
+            (c.GPU_NVLINK_CRC_DATA_ERRORS, "crc_data_errors"),
+            (c.GPU_NVLINK_REPLAY_ERRORS, "replay_errors"),
+            (c.GPU_NVLINK_RECOVERY_ERRORS, "recovery_errors"),
+        )
+        link_up = family(c.GPU_NVLINK_UP)
+        link_fams = [(family(spec), attr) for spec, attr in link_specs]
+        pod_info = family(c.GPU_POD_INFO)
+        proc_info = family(c.GPU_PROCESS_INFO)
+        by_device: dict[str, list[PodRef]] = holders if isinstance(holders, dict) else {}
+
+        for s in samples:
+            ident = s.identity
+            owners = by_device.get(ident.uuid, [])
+            labels = self._gpu_labels(s, owners)
+            add(up, labels, 0.0 if s.lost else 1.0)
+            add(
+                info,
+                {**labels, c.LABEL_DRIVER_VERSION: driver.driver_version},
+                1.0,
+            )
+            for uuid_key, xid in sorted(self._xids):
+                if uuid_key == ident.uuid:
+                    add(xid_total, {**labels, c.LABEL_XID: str(xid)}, self._xids[(uuid_key, xid)])
+            if s.lost:
+                continue  # a lost GPU reports nothing but up=0 and its XIDs
+            add(xid_last, labels, float(self._last_xid.get(ident.uuid, 0)))
+            for name, value in s.fields.items():
+                fam = fams.get(name)
+                if fam is not None and not is_blank(value):
+                    add(fam, labels, value)
+            energy_mj = s.fields.get(c.DCGM_TOTAL_ENERGY.name)
+            if energy_mj is not None and not is_blank(energy_mj):
+                add(energy, labels, energy_mj / 1000.0)
+            for reason in c.THROTTLE_REASONS:
+                if reason in s.throttle_ns:
+                    add(
+                        throttle,
+                        {**labels, c.LABEL_REASON: reason},
+                        s.throttle_ns[reason] / _NS_PER_S,
+                    )
+            if s.pcie_tx_bytes is not None:
+                add(pcie_tx, labels, s.pcie_tx_bytes)
+            if s.pcie_rx_bytes is not None:
+                add(pcie_rx, labels, s.pcie_rx_bytes)
+            for link in s.nvlinks:
+                link_labels = {**labels, c.LABEL_LINK: str(link.link)}
+                add(link_up, link_labels, 1.0 if link.up else 0.0)
+                for fam, attr in link_fams:
+                    value = getattr(link, attr)
+                    if value is not None:
+                        add(fam, link_labels, value)
+            for mig in s.mig:
+                mig_owners = by_device.get(mig.uuid, [])
+                mig_labels = {
+                    **self._gpu_labels(s, mig_owners),
+                    c.LABEL_GPU_I_ID: str(mig.gpu_instance_id),
+                    c.LABEL_GPU_I_PROFILE: mig.profile,
+                }
+                for spec in c.MIG_FIELDS:
+                    value = mig.fields.get(spec.name)
+                    if value is not None and not is_blank(value):
+                        add(fams[spec.name], mig_labels, value)
+                for ref in mig_owners:
+                    add(pod_info, {**mig_labels, **_pod_labels(ref)}, 1.0)
+            for ref in owners:
+                add(pod_info, {**labels, **_pod_labels(ref)}, 1.0)
+            if not by_device:
+                for pid in s.pids:
+                    proc = process_ref(pid, self._procfs)
+                    add(
+                        proc_info,
+                        {
+                            **labels,
+                            c.LABEL_PID: str(pid),
+                            c.LABEL_POD_UID: proc.pod_uid,
+                            c.LABEL_CONTAINER_ID: proc.container_id,
+                        },
+                        1.0,
+                    )
+        ordered = [up, info, *fams.values(), xid_last, xid_total, energy, throttle]
+        ordered += [pcie_tx, pcie_rx, link_up, *(f for f, _ in link_fams), pod_info, proc_info]
+        return ordered
+
+    def _gpu_labels(self, s: GpuSample, owners: list[PodRef]) -> dict[str, str]:
+        ident = s.identity
+        minor = ident.minor_number if ident.minor_number is not None else ident.index
+        # dcgm-exporter puts pod labels on a GPU's series only when one container holds it;
+        # a shared (time-sliced) GPU keeps them empty and lists holders in gpuslo_gpu_pod_info.
+        owner = owners[0] if len(owners) == 1 else PodRef("", "", "")
+        return {
+            c.LABEL_GPU: str(ident.index),
+            c.LABEL_UUID: ident.uuid,
+            c.LABEL_PCI_BUS_ID: ident.pci_bus_id,
+            c.LABEL_DEVICE: f"nvidia{minor}",
+            c.LABEL_MODEL_NAME: ident.name,
+            c.LABEL_HOSTNAME: self._hostname,
+            c.LABEL_CONTAINER: owner.container,
+            c.LABEL_NAMESPACE: owner.namespace,
+            c.LABEL_POD: owner.pod,
+        }
+
+
+def _pod_labels(ref: PodRef) -> dict[str, str]:
+    return {
+        c.LABEL_CONTAINER: ref.container,
+        c.LABEL_NAMESPACE: ref.namespace,
+        c.LABEL_POD: ref.pod,
+    }

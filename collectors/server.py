@@ -1,0 +1,81 @@
+"""The agent's HTTP endpoint: ``/metrics`` (text or OpenMetrics by Accept) and ``/healthz``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .agent import Agent
+from .exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, wants_openmetrics
+
+log = logging.getLogger(__name__)
+
+_INDEX = b"""<html><head><title>gpuslo agent</title></head><body>
+<h1>gpuslo agent</h1><p><a href="/metrics">metrics</a> &middot; <a href="/healthz">healthz</a></p>
+</body></html>
+"""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    agent: Agent  # set on the subclass built per server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            openmetrics = wants_openmetrics(self.headers.get("Accept"))
+            body = self.agent.render(openmetrics).encode()
+            ctype = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+            self._send(200, ctype, body, compress=True)
+        elif path == "/healthz":
+            health = self.agent.health()
+            body = json.dumps({"status": "ok", "collectors": health}, indent=1).encode()
+            self._send(200, "application/json", body)
+        elif path == "/":
+            self._send(200, "text/html; charset=utf-8", _INDEX)
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
+    def _send(self, code: int, ctype: str, body: bytes, compress: bool = False) -> None:
+        gzipped = compress and "gzip" in (self.headers.get("Accept-Encoding") or "")
+        if gzipped:
+            body = gzip.compress(body, compresslevel=1)
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class AgentServer:
+    """A threaded HTTP server bound to ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, agent: Agent, host: str, port: int) -> None:
+        handler = type("AgentHandler", (_Handler,), {"agent": agent})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port."""
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Serve on a background thread."""
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,3 @@
+"""Grafana dashboards as code (not built yet)."""
+
+__all__: list[str] = []

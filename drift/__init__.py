@@ -1,0 +1,3 @@
+"""Input/output distribution drift jobs (not built yet)."""
+
+__all__: list[str] = []

@@ -1,0 +1,221 @@
+"""``gpuslo agent``: the node agent's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.request
+from typing import Any
+
+from gpuslo import conventions as c
+
+COLLECTORS = (c.COLLECTOR_GPU, c.COLLECTOR_INFINIBAND)
+
+DESCRIPTION = """\
+Run the gpuslo node agent: sample GPUs (NVML) and InfiniBand/RoCE ports (sysfs) on their
+own interval and serve the latest snapshot at /metrics (Prometheus text, or OpenMetrics when
+the scraper asks for it) and /healthz. GPU series use dcgm-exporter's names and labels.
+"""
+
+EPILOG = """\
+examples:
+  gpuslo agent                                   serve on :9835 with NVML and /sys
+  gpuslo agent --once                            print one scrape and exit
+  gpuslo agent --gpu-backend sim --sim-gpus 8    a simulated 8-GPU node, no GPU needed
+  gpuslo agent --no-collector.infiniband         GPUs only
+  gpuslo agent --once --record-gpu gpu.json      record NVML samples as a test fixture
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``agent`` on the top-level subparsers."""
+    p = sub.add_parser(
+        "agent",
+        help="run the node agent (GPU and fabric telemetry)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--listen",
+        default=f"0.0.0.0:{c.AGENT_DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help="address to serve /metrics and /healthz on (default: %(default)s; port 0 = any)",
+    )
+    p.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
+    p.add_argument(
+        "--openmetrics", action="store_true", help="with --once: print OpenMetrics, not text"
+    )
+    p.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS",
+        help="sampling interval per collector (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-series", type=int, default=20_000, metavar="N",
+        help="cap on series per collector; the excess is dropped and counted (default: %(default)s)",
+    )
+    for name in COLLECTORS:
+        p.add_argument(
+            f"--collector.{name}", dest=f"collector_{name}", default=True,
+            action=argparse.BooleanOptionalAction, help=f"enable the {name} collector (default: on)",
+        )
+    p.add_argument(
+        "--gpu-backend", choices=("nvml", "sim", "fixture"), default="nvml",
+        help="where GPU samples come from (default: %(default)s)",
+    )
+    p.add_argument("--sim-gpus", type=int, default=8, metavar="N", help="sim backend: GPU count")
+    p.add_argument(
+        "--sim-profile", default="H100", choices=("H100", "H200", "A100"),
+        help="sim backend: GPU model (default: %(default)s)",
+    )
+    p.add_argument("--gpu-fixture", metavar="FILE", help="fixture backend: a recording to replay")
+    p.add_argument(
+        "--record-gpu", metavar="FILE",
+        help="with --once: also write the GPU backend's samples to FILE (a fixture recording)",
+    )
+    p.add_argument(
+        "--record-frames", type=int, default=3, metavar="N",
+        help="with --record-gpu: samples to record, one interval apart (default: %(default)s)",
+    )
+    p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point")
+    p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point")
+    p.add_argument(
+        "--pod-resources-socket", metavar="PATH",
+        default="/var/lib/kubelet/pod-resources/kubelet.sock",
+        help="kubelet pod-resources socket for GPU->pod attribution (skipped when absent)",
+    )
+    p.add_argument("--hostname", default=socket.gethostname(), help="value of the Hostname label")
+    p.add_argument(
+        "--demo-seconds", type=float, metavar="S",
+        help="serve for S seconds, print one scrape fetched over HTTP, and exit",
+    )
+    p.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"),
+        help="log verbosity (default: %(default)s)",
+    )
+    p.set_defaults(func=run)
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _build_collectors(args: argparse.Namespace) -> list[Any]:
+    from collectors import GpuCollector, InfinibandCollector, PodResourcesAttributor
+    from collectors.backends import FixtureBackend, NvmlBackend, SimBackend
+
+    out: list[Any] = []
+    if args.collector_gpu:
+        backend: Any
+        if args.gpu_backend == "sim":
+            if args.sim_gpus < 0:
+                raise UsageError("--sim-gpus: must be >= 0")
+            backend = SimBackend(count=args.sim_gpus, profile=args.sim_profile, node=args.hostname)
+        elif args.gpu_backend == "fixture":
+            if not args.gpu_fixture:
+                raise UsageError("--gpu-backend fixture needs --gpu-fixture FILE")
+            backend = FixtureBackend(args.gpu_fixture)
+        else:
+            backend = NvmlBackend()
+        out.append(
+            GpuCollector(
+                backend,
+                hostname=args.hostname,
+                attributor=PodResourcesAttributor(args.pod_resources_socket),
+                procfs=args.procfs,
+            )
+        )
+    if args.collector_infiniband:
+        out.append(InfinibandCollector(args.sysfs))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the agent as the arguments ask."""
+    from collectors import Agent, AgentServer
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.interval <= 0:
+        raise UsageError("--interval: must be > 0 seconds")
+    if args.max_series < 1:
+        raise UsageError("--max-series: must be >= 1")
+    if args.record_gpu and not args.once:
+        raise UsageError("--record-gpu works with --once")
+    host, port = _parse_listen(args.listen)
+    collectors = _build_collectors(args)
+    agent = Agent(collectors, interval=args.interval, max_series=args.max_series)
+    if args.once:
+        if args.record_gpu:
+            return _record(agent, args)
+        agent.sample_all()
+        sys.stdout.write(agent.render(openmetrics=args.openmetrics))
+        agent.stop()
+        return 0
+    try:
+        server = AgentServer(agent, host, port)
+    except OSError as err:
+        raise UsageError(f"--listen: cannot listen on {args.listen}: {err.strerror}") from err
+    agent.start()
+    server.start()
+    bound = "%s:%d" % server.address
+    logging.getLogger("gpuslo.agent").info(
+        "serving on http://%s/metrics (collectors: %s, every %ss)",
+        bound, ", ".join(col.name for col in collectors) or "none", args.interval,
+    )
+    try:
+        if args.demo_seconds is not None:
+            time.sleep(max(0.0, args.demo_seconds))
+            with urllib.request.urlopen(f"http://{bound}/metrics", timeout=5) as resp:
+                sys.stdout.write(resp.read().decode())
+        else:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        server.stop()
+        agent.stop()
+    return 0
+
+
+def _record(agent: Any, args: argparse.Namespace) -> int:
+    from collectors import GpuCollector
+    from collectors.backends import write_recording
+
+    gpu = next((col for col in agent.collectors if isinstance(col, GpuCollector)), None)
+    if gpu is None:
+        raise UsageError("--record-gpu needs the gpu collector")
+    frames, xids = [], []
+    driver = gpu.backend.open()
+    try:
+        for i in range(max(1, args.record_frames)):
+            if i:
+                time.sleep(args.interval)
+            frames.append(gpu.backend.sample())
+            xids += gpu.backend.drain_xid_events()
+    finally:
+        gpu.backend.close()
+    write_recording(
+        args.record_gpu, frames, driver.driver_version, xids,
+        meta={"hostname": args.hostname, "backend": gpu.backend.name,
+              "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+    sys.stderr.write(f"recorded {len(frames)} frame(s) of {len(frames[0])} GPU(s) to "
+                     f"{args.record_gpu}\n")
+    return 0

@@ -1,0 +1,46 @@
+"""The ``gpuslo`` command: one front door, a subcommand per capability."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gpuslo import __version__, agent_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="gpuslo",
+        description="SLO and cost observability for GPU inference fleets.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpuslo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    agent_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
+    from collectors.backends import BackendUnavailable
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except agent_cmd.UsageError as err:
+        print(f"gpuslo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except BackendUnavailable as err:
+        print(f"gpuslo {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""The naming contract: every metric, label and rule name gpuslo emits is spelled here once.
+
+GPU fields reuse dcgm-exporter's names and labels so existing DCGM dashboards keep working;
+what dcgm-exporter lacks or gets wrong lives under ``gpuslo_gpu_*`` with the same labels.
+InfiniBand/RoCE reuses node_exporter's ``node_infiniband_*`` names and units. Request
+telemetry follows the OpenTelemetry GenAI semantic conventions in Prometheus form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["gauge", "counter", "info", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric family: its name, Prometheus type and help text."""
+
+    name: str
+    type: MetricType
+    help: str
+
+
+def _g(name: str, help_: str) -> MetricSpec:
+    return MetricSpec(name, "gauge", help_)
+
+
+def _c(name: str, help_: str) -> MetricSpec:
+    return MetricSpec(name, "counter", help_)
+
+
+# --------------------------------------------------------------------------- labels
+# dcgm-exporter's label names (its README and default Kubernetes mapping).
+LABEL_GPU = "gpu"
+LABEL_UUID = "UUID"
+LABEL_PCI_BUS_ID = "pci_bus_id"
+LABEL_DEVICE = "device"
+LABEL_MODEL_NAME = "modelName"
+LABEL_HOSTNAME = "Hostname"
+LABEL_POD = "pod"
+LABEL_NAMESPACE = "namespace"
+LABEL_CONTAINER = "container"
+LABEL_GPU_I_ID = "GPU_I_ID"
+LABEL_GPU_I_PROFILE = "GPU_I_PROFILE"
+# gpuslo additions on GPU series.
+LABEL_LINK = "link"
+LABEL_XID = "xid"
+LABEL_REASON = "reason"
+LABEL_DRIVER_VERSION = "driver_version"
+LABEL_PID = "pid"
+LABEL_POD_UID = "pod_uid"
+LABEL_CONTAINER_ID = "container_id"
+LABEL_SOURCE = "source"
+# node_exporter's InfiniBand labels, and ours beside them.
+LABEL_IB_DEVICE = "device"
+LABEL_IB_PORT = "port"
+LABEL_LINK_LAYER = "link_layer"
+LABEL_STATE = "state"
+LABEL_PHYS_STATE = "phys_state"
+LABEL_COUNTER = "counter"
+LABEL_BOARD_ID = "board_id"
+LABEL_FIRMWARE_VERSION = "firmware_version"
+LABEL_HCA_TYPE = "hca_type"
+# Self-metrics.
+LABEL_COLLECTOR = "collector"
+LABEL_VERSION = "version"
+# Request telemetry and rules (later issues fill these in).
+LABEL_MODEL = "model"
+LABEL_TENANT = "tenant"
+LABEL_SERVER = "server"
+LABEL_OUTCOME = "outcome"
+LABEL_TOKEN_TYPE = "token_type"
+LABEL_SLO = "slo"
+LABEL_SERVICE = "service"
+LABEL_TIER = "tier"
+
+GPU_IDENTITY_LABELS: tuple[str, ...] = (
+    LABEL_GPU,
+    LABEL_UUID,
+    LABEL_PCI_BUS_ID,
+    LABEL_DEVICE,
+    LABEL_MODEL_NAME,
+    LABEL_HOSTNAME,
+)
+POD_LABELS: tuple[str, ...] = (LABEL_CONTAINER, LABEL_NAMESPACE, LABEL_POD)
+
+# --------------------------------------------------------------------------- GPU (dcgm names)
+DCGM_SM_CLOCK = _g("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).")
+DCGM_MEM_CLOCK = _g("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).")
+DCGM_MEMORY_TEMP = _g("DCGM_FI_DEV_MEMORY_TEMP", "Memory temperature (in C).")
+DCGM_GPU_TEMP = _g("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).")
+DCGM_POWER_USAGE = _g("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).")
+DCGM_TOTAL_ENERGY = _c(
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ)."
+)
+# dcgm-exporter declares these "counter", but NVML reports a KB/s rate over a 20 ms window:
+# we keep the name for dashboard compatibility and declare the truthful type.
+DCGM_PCIE_TX_THROUGHPUT = _g(
+    "DCGM_FI_DEV_PCIE_TX_THROUGHPUT", "PCIe TX throughput (in KB/s) over NVML's 20 ms window."
+)
+DCGM_PCIE_RX_THROUGHPUT = _g(
+    "DCGM_FI_DEV_PCIE_RX_THROUGHPUT", "PCIe RX throughput (in KB/s) over NVML's 20 ms window."
+)
+DCGM_PCIE_REPLAY = _c("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "Total number of PCIe retries.")
+DCGM_GPU_UTIL = _g("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).")
+DCGM_MEM_COPY_UTIL = _g("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).")
+DCGM_ENC_UTIL = _g("DCGM_FI_DEV_ENC_UTIL", "Encoder utilization (in %).")
+DCGM_DEC_UTIL = _g("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %).")
+DCGM_XID_ERRORS = _g("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.")
+DCGM_FB_FREE = _g("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).")
+DCGM_FB_USED = _g("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).")
+DCGM_FB_RESERVED = _g("DCGM_FI_DEV_FB_RESERVED", "Framebuffer memory reserved (in MiB).")
+DCGM_ECC_SBE_VOL = _c(
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Total number of single-bit volatile ECC errors."
+)
+DCGM_ECC_DBE_VOL = _c(
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Total number of double-bit volatile ECC errors."
+)
+DCGM_ECC_SBE_AGG = _c(
+    "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", "Total number of single-bit persistent ECC errors."
+)
+DCGM_ECC_DBE_AGG = _c(
+    "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "Total number of double-bit persistent ECC errors."
+)
+DCGM_UNCORRECTABLE_REMAPPED_ROWS = _c(
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for uncorrectable errors"
+)
+DCGM_CORRECTABLE_REMAPPED_ROWS = _c(
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for correctable errors"
+)
+DCGM_ROW_REMAP_FAILURE = _g("DCGM_FI_DEV_ROW_REMAP_FAILURE", "Whether remapping of rows has failed")
+DCGM_ROW_REMAP_PENDING = _g(
+    "DCGM_FI_DEV_ROW_REMAP_PENDING", "Whether a row remapping is pending (needs a GPU reset)"
+)
+# Profiling ratios: DCGM's DCP fields; NVML offers them through GPM on Hopper and later.
+DCGM_PROF_GR_ENGINE_ACTIVE = _g(
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active."
+)
+DCGM_PROF_SM_ACTIVE = _g(
+    "DCGM_FI_PROF_SM_ACTIVE", "The ratio of cycles an SM has at least 1 warp assigned."
+)
+DCGM_PROF_SM_OCCUPANCY = _g(
+    "DCGM_FI_PROF_SM_OCCUPANCY", "The ratio of number of warps resident on an SM."
+)
+DCGM_PROF_PIPE_TENSOR_ACTIVE = _g(
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "Ratio of cycles the tensor (HMMA) pipe is active."
+)
+DCGM_PROF_DRAM_ACTIVE = _g(
+    "DCGM_FI_PROF_DRAM_ACTIVE",
+    "Ratio of cycles the device memory interface is active sending or receiving data.",
+)
+
+# Per-GPU scalar fields, in exposition order. Backends report values keyed by these names.
+GPU_FIELDS: tuple[MetricSpec, ...] = (
+    DCGM_SM_CLOCK,
+    DCGM_MEM_CLOCK,
+    DCGM_MEMORY_TEMP,
+    DCGM_GPU_TEMP,
+    DCGM_POWER_USAGE,
+    DCGM_TOTAL_ENERGY,
+    DCGM_PCIE_TX_THROUGHPUT,
+    DCGM_PCIE_RX_THROUGHPUT,
+    DCGM_PCIE_REPLAY,
+    DCGM_GPU_UTIL,
+    DCGM_MEM_COPY_UTIL,
+    DCGM_ENC_UTIL,
+    DCGM_DEC_UTIL,
+    DCGM_FB_FREE,
+    DCGM_FB_USED,
+    DCGM_FB_RESERVED,
+    DCGM_ECC_SBE_VOL,
+    DCGM_ECC_DBE_VOL,
+    DCGM_ECC_SBE_AGG,
+    DCGM_ECC_DBE_AGG,
+    DCGM_UNCORRECTABLE_REMAPPED_ROWS,
+    DCGM_CORRECTABLE_REMAPPED_ROWS,
+    DCGM_ROW_REMAP_FAILURE,
+    DCGM_ROW_REMAP_PENDING,
+    DCGM_PROF_GR_ENGINE_ACTIVE,
+    DCGM_PROF_SM_ACTIVE,
+    DCGM_PROF_SM_OCCUPANCY,
+    DCGM_PROF_PIPE_TENSOR_ACTIVE,
+    DCGM_PROF_DRAM_ACTIVE,
+)
+GPU_FIELD_NAMES: frozenset[str] = frozenset(spec.name for spec in GPU_FIELDS)
+# MIG instances report the memory fields under the same names, with GPU_I_* labels added.
+MIG_FIELDS: tuple[MetricSpec, ...] = (DCGM_FB_FREE, DCGM_FB_USED)
+
+# --------------------------------------------------------------------------- GPU (gpuslo)
+GPU_UP = _g("gpuslo_gpu_up", "1 if the GPU answered its last sample, 0 if it is lost or failing.")
+GPU_INFO = MetricSpec("gpuslo_gpu_info", "info", "GPU identity and driver version.")
+GPU_XID_ERRORS = _c(
+    "gpuslo_gpu_xid_errors_total", "XID errors seen through NVML events, by XID code."
+)
+GPU_THROTTLE_SECONDS = _c(
+    "gpuslo_gpu_throttle_seconds_total",
+    "Time the GPU's clocks were held below target, by reason (NVML violation time).",
+)
+GPU_ENERGY_JOULES = _c("gpuslo_gpu_energy_joules_total", "Energy used since driver load (J).")
+GPU_PCIE_TX_BYTES = _c("gpuslo_gpu_pcie_tx_bytes_total", "Bytes transmitted over PCIe.")
+GPU_PCIE_RX_BYTES = _c("gpuslo_gpu_pcie_rx_bytes_total", "Bytes received over PCIe.")
+GPU_NVLINK_UP = _g("gpuslo_gpu_nvlink_up", "1 if the NVLink link is active.")
+GPU_NVLINK_TX_BYTES = _c("gpuslo_gpu_nvlink_tx_bytes_total", "Data bytes sent on the NVLink link.")
+GPU_NVLINK_RX_BYTES = _c(
+    "gpuslo_gpu_nvlink_rx_bytes_total", "Data bytes received on the NVLink link."
+)
+GPU_NVLINK_CRC_FLIT_ERRORS = _c(
+    "gpuslo_gpu_nvlink_crc_flit_errors_total", "NVLink flow-control CRC errors on the link."
+)
+GPU_NVLINK_CRC_DATA_ERRORS = _c(
+    "gpuslo_gpu_nvlink_crc_data_errors_total", "NVLink data CRC errors on the link."
+)
+GPU_NVLINK_REPLAY_ERRORS = _c(
+    "gpuslo_gpu_nvlink_replay_errors_total", "NVLink data-link replays on the link."
+)
+GPU_NVLINK_RECOVERY_ERRORS = _c(
+    "gpuslo_gpu_nvlink_recovery_errors_total", "NVLink data-link recoveries on the link."
+)
+GPU_POD_INFO = MetricSpec(
+    "gpuslo_gpu_pod_info", "info", "A pod holding this GPU or MIG instance (kubelet pod-resources)."
+)
+GPU_PROCESS_INFO = MetricSpec(
+    "gpuslo_gpu_process_info", "info", "A process using this GPU, with its pod from its cgroup."
+)
+
+# Throttle reasons: NVML perf policies (nvmlPerfPolicyType_t) under stable reason names.
+THROTTLE_REASONS: tuple[str, ...] = (
+    "power",
+    "thermal",
+    "sync_boost",
+    "board_limit",
+    "low_utilization",
+    "reliability",
+)
+
+# --------------------------------------------------------------------------- InfiniBand / RoCE
+IB_PREFIX = "node_infiniband_"
+# sysfs counters/<file> -> (node_exporter metric suffix, multiplier). Data counters are in
+# 4-byte words in sysfs (one per lane); node_exporter and we report bytes.
+IB_PORT_COUNTERS: dict[str, tuple[str, int]] = {
+    "link_downed": ("link_downed_total", 1),
+    "link_error_recovery": ("link_error_recovery_total", 1),
+    "multicast_rcv_packets": ("multicast_packets_received_total", 1),
+    "multicast_xmit_packets": ("multicast_packets_transmitted_total", 1),
+    "port_rcv_constraint_errors": ("port_constraint_errors_received_total", 1),
+    "port_xmit_constraint_errors": ("port_constraint_errors_transmitted_total", 1),
+    "port_rcv_data": ("port_data_received_bytes_total", 4),
+    "port_xmit_data": ("port_data_transmitted_bytes_total", 4),
+    "port_rcv_discards": ("port_discards_received_total", 1),
+    "port_xmit_discards": ("port_discards_transmitted_total", 1),
+    "port_rcv_errors": ("port_errors_received_total", 1),
+    "port_rcv_packets": ("port_packets_received_total", 1),
+    "port_xmit_packets": ("port_packets_transmitted_total", 1),
+    "port_xmit_wait": ("port_transmit_wait_total", 1),
+    "unicast_rcv_packets": ("unicast_packets_received_total", 1),
+    "unicast_xmit_packets": ("unicast_packets_transmitted_total", 1),
+}
+# Pre-4.5 kernels put 64-bit counters in counters_ext/.
+IB_PORT_COUNTERS_EXT: dict[str, tuple[str, int]] = {
+    "port_multicast_rcv_packets": ("legacy_multicast_packets_received_total", 1),
+    "port_multicast_xmit_packets": ("legacy_multicast_packets_transmitted_total", 1),
+    "port_rcv_data_64": ("legacy_data_received_bytes_total", 4),
+    "port_xmit_data_64": ("legacy_data_transmitted_bytes_total", 4),
+    "port_rcv_packets_64": ("legacy_packets_received_total", 1),
+    "port_xmit_packets_64": ("legacy_packets_transmitted_total", 1),
+    "port_unicast_rcv_packets": ("legacy_unicast_packets_received_total", 1),
+    "port_unicast_xmit_packets": ("legacy_unicast_packets_transmitted_total", 1),
+}
+IB_STATE_ID = _g(
+    IB_PREFIX + "state_id",
+    "State of the InfiniBand port (0: no change, 1: down, 2: init, 3: armed, 4: active, "
+    "5: act defer)",
+)
+IB_PHYSICAL_STATE_ID = _g(
+    IB_PREFIX + "physical_state_id",
+    "Physical state of the InfiniBand port (0: no change, 1: sleep, 2: polling, 3: disable, "
+    "4: shift, 5: link up, 6: link error recover, 7: phytest)",
+)
+IB_RATE = _g(IB_PREFIX + "rate_bytes_per_second", "Maximum signal transfer rate")
+IB_INFO = MetricSpec(IB_PREFIX + "info", "info", "Non-numeric data from an InfiniBand device.")
+IB_PORT_INFO = MetricSpec(
+    "gpuslo_infiniband_port_info", "info", "InfiniBand/RoCE port link layer and states."
+)
+# Link-health counters node_exporter does not export (symbol errors are the classic sign of
+# a bad cable): one family, labelled by the sysfs file name.
+IB_PORT_ERROR_COUNTERS: tuple[str, ...] = (
+    "excessive_buffer_overrun_errors",
+    "local_link_integrity_errors",
+    "port_rcv_remote_physical_errors",
+    "port_rcv_switch_relay_errors",
+    "symbol_error",
+    "VL15_dropped",
+)
+IB_PORT_ERRORS = _c(
+    "gpuslo_infiniband_port_errors_total",
+    "Port link-health error counters node_exporter does not export, by sysfs counter.",
+)
+IB_HW_COUNTER = _c(
+    "gpuslo_infiniband_hw_counter_total",
+    "Driver hw_counters of the port (RoCE congestion, out-of-buffer, retransmits), by counter.",
+)
+
+# --------------------------------------------------------------------------- agent self-metrics
+COLLECTOR_DURATION = _g(
+    "gpuslo_collector_duration_seconds", "How long the collector's last sample took."
+)
+COLLECTOR_SUCCESS = _g("gpuslo_collector_success", "1 if the collector's last sample succeeded.")
+COLLECTOR_AGE = _g(
+    "gpuslo_collector_last_sample_age_seconds", "Seconds since the collector's last sample."
+)
+COLLECTOR_SERIES = _g("gpuslo_collector_series", "Series the collector exposed in its last sample.")
+COLLECTOR_DROPPED = _c(
+    "gpuslo_collector_series_dropped_total", "Series dropped because the collector hit its cap."
+)
+AGENT_INFO = MetricSpec("gpuslo_agent_info", "info", "The gpuslo agent's version.")
+
+# --------------------------------------------------------------------------- requests (GenAI)
+REQUEST_DURATION = "gen_ai_server_request_duration_seconds"
+TIME_TO_FIRST_TOKEN = "gen_ai_server_time_to_first_token_seconds"
+TIME_PER_OUTPUT_TOKEN = "gen_ai_server_time_per_output_token_seconds"
+REQUESTS_TOTAL = "gen_ai_server_requests_total"
+TOKEN_USAGE_TOTAL = "gen_ai_server_token_usage_total"
+
+# --------------------------------------------------------------------------- rules
+RULE_PREFIX = "gpuslo:"
+
+# --------------------------------------------------------------------------- collector names
+COLLECTOR_GPU = "gpu"
+COLLECTOR_INFINIBAND = "infiniband"
+AGENT_DEFAULT_PORT = 9835

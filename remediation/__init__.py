@@ -1,0 +1,3 @@
+"""Alertmanager webhook receiver and guarded actions (not built yet)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""One runbook per alert (not built yet)."""
+
+__all__: list[str] = []

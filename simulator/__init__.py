@@ -1,0 +1,3 @@
+"""Digital twin of a GPU fleet (not built yet)."""
+
+__all__: list[str] = []
