@@ -1,8 +1,7 @@
 """InfiniBand/RoCE collector over ``/sys/class/infiniband`` (sysfs root configurable).
 
 Names and units follow node_exporter's ``node_infiniband_*`` (data counters are 4-byte words
-per lane in sysfs, reported as bytes); we add the port's link layer, link-health error counters
-node_exporter leaves out, and the driver's ``hw_counters`` (RoCE congestion and retransmits).
+per lane in sysfs, reported as bytes); we add the port's link layer and the driver's ``hw_counters`` (RoCE congestion and retransmits).
 """
 
 from __future__ import annotations
@@ -81,7 +80,7 @@ class InfinibandCollector:
             suffix: family(c.MetricSpec(c.IB_PREFIX + suffix, "counter", _help(suffix)))
             for suffix, _ in (*c.IB_PORT_COUNTERS.values(), *c.IB_PORT_COUNTERS_EXT.values())
         }
-        errors, hw = family(c.IB_PORT_ERRORS), family(c.IB_HW_COUNTER)
+        hw = family(c.IB_HW_COUNTER)
         for device in devices:
             dev_path = os.path.join(self.root, device)
             add(
@@ -102,8 +101,8 @@ class InfinibandCollector:
                 continue
             for port in ports:
                 self._port(device, port, os.path.join(ports_path, port),
-                           port_info, state, phys, rate, counters, errors, hw)
-        return [info, state, phys, rate, port_info, *counters.values(), errors, hw]
+                           port_info, state, phys, rate, counters, hw)
+        return [info, state, phys, rate, port_info, *counters.values(), hw]
 
     def _port(
         self,
@@ -115,7 +114,6 @@ class InfinibandCollector:
         phys: Metric,
         rate: Metric,
         counters: dict[str, Metric],
-        errors: Metric,
         hw: Metric,
     ) -> None:
         labels = {c.LABEL_IB_DEVICE: device, c.LABEL_IB_PORT: port}
@@ -157,11 +155,6 @@ class InfinibandCollector:
                 value = self._counter(os.path.join(base, fname))
                 if value is not None:
                     add(counters[suffix], labels, value * scale)
-        base = os.path.join(path, "counters")
-        for fname in c.IB_PORT_ERROR_COUNTERS:
-            value = self._counter(os.path.join(base, fname))
-            if value is not None:
-                add(errors, {**labels, c.LABEL_COUNTER: fname}, value)
         hw_path = os.path.join(path, "hw_counters")
         try:
             hw_files = sorted(os.listdir(hw_path))

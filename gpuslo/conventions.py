@@ -240,6 +240,12 @@ IB_PREFIX = "node_infiniband_"
 # sysfs counters/<file> -> (node_exporter metric suffix, multiplier). Data counters are in
 # 4-byte words in sysfs (one per lane); node_exporter and we report bytes.
 IB_PORT_COUNTERS: dict[str, tuple[str, int]] = {
+    "excessive_buffer_overrun_errors": ("excessive_buffer_overrun_errors_total", 1),
+    "local_link_integrity_errors": ("local_link_integrity_errors_total", 1),
+    "port_rcv_remote_physical_errors": ("port_receive_remote_physical_errors_total", 1),
+    "port_rcv_switch_relay_errors": ("port_receive_switch_relay_errors_total", 1),
+    "symbol_error": ("symbol_error_total", 1),
+    "VL15_dropped": ("vl15_dropped_total", 1),
     "link_downed": ("link_downed_total", 1),
     "link_error_recovery": ("link_error_recovery_total", 1),
     "multicast_rcv_packets": ("multicast_packets_received_total", 1),
@@ -282,20 +288,6 @@ IB_RATE = _g(IB_PREFIX + "rate_bytes_per_second", "Maximum signal transfer rate"
 IB_INFO = MetricSpec(IB_PREFIX + "info", "info", "Non-numeric data from an InfiniBand device.")
 IB_PORT_INFO = MetricSpec(
     "gpuslo_infiniband_port_info", "info", "InfiniBand/RoCE port link layer and states."
-)
-# Link-health counters node_exporter does not export (symbol errors are the classic sign of
-# a bad cable): one family, labelled by the sysfs file name.
-IB_PORT_ERROR_COUNTERS: tuple[str, ...] = (
-    "excessive_buffer_overrun_errors",
-    "local_link_integrity_errors",
-    "port_rcv_remote_physical_errors",
-    "port_rcv_switch_relay_errors",
-    "symbol_error",
-    "VL15_dropped",
-)
-IB_PORT_ERRORS = _c(
-    "gpuslo_infiniband_port_errors_total",
-    "Port link-health error counters node_exporter does not export, by sysfs counter.",
 )
 IB_HW_COUNTER = _c(
     "gpuslo_infiniband_hw_counter_total",

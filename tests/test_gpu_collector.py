@@ -1,0 +1,191 @@
+import json
+import pytest
+
+from collectors import Agent, GpuCollector, PodRef, is_blank
+from collectors.backends import FixtureBackend, SimBackend, write_recording
+from collectors.backends.base import GpuIdentity, GpuSample, MigSample
+from gpuslo import conventions as c
+from tests.conftest import FIXTURES
+
+
+def scrape(collector, clock=None):
+    agent = Agent([collector], clock=clock) if clock else Agent([collector])
+    agent.sample_all()
+    return agent.render()
+
+
+def values(text, name):
+    """{labels-string: value} for every sample of one metric name."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            head, _, val = line.rpartition(" ")
+            out[head[len(name):]] = float(val)
+    return out
+
+
+def sim(clock, **kw):
+    return SimBackend(node="node-a", clock=clock, **kw)
+
+
+def test_sim_node_exposition_matches_golden(clock, golden):
+    backend = sim(clock, count=2, mig=[[], ["3g.40gb", "1g.10gb"]])
+    backend.set_load(0, 0.9, memory_used_mib=60000)
+    col = GpuCollector(backend, hostname="node-a")
+    Agent([col], clock=clock).sample(col)
+    clock.advance(5)
+    agent = Agent([col], clock=clock)
+    agent.sample_all()
+    clock.advance(0.5)
+    golden("gpu_sim.prom", agent.render())
+
+
+def test_xid_errors_are_counted_per_code_not_reported_as_last_value(clock):
+    backend = sim(clock, count=2)
+    col = GpuCollector(backend, hostname="h")
+    backend.inject_xid(1, 48)
+    backend.inject_xid(1, 48)
+    backend.inject_xid(1, 94)
+    scrape(col)
+    backend.inject_xid(1, 48)
+    text = scrape(col)
+    xids = values(text, c.GPU_XID_ERRORS.name)
+    by_code = {k.split('xid="')[1].split('"')[0]: v for k, v in xids.items()}
+    assert by_code == {"48": 3.0, "94": 1.0}
+    assert all('gpu="1"' in k for k in xids)
+    last = values(text, c.DCGM_XID_ERRORS.name)
+    assert sorted(last.values()) == [0.0, 48.0]
+
+
+def test_gpu_off_the_bus_reports_up_zero_and_the_others_keep_reporting(clock):
+    backend = sim(clock, count=3)
+    col = GpuCollector(backend, hostname="h")
+    backend.inject_xid(1, 79)
+    text = scrape(col)
+    up = {k.split('gpu="')[1].split('"')[0]: v for k, v in values(text, c.GPU_UP.name).items()}
+    assert up == {"0": 1.0, "1": 0.0, "2": 1.0}
+    util = values(text, c.DCGM_GPU_UTIL.name)
+    assert len(util) == 2 and not any('gpu="1"' in k for k in util)
+    assert any('gpu="1"' in k and 'xid="79"' in k for k in values(text, c.GPU_XID_ERRORS.name))
+
+
+def test_thermal_throttle_time_accumulates_in_seconds_per_reason(clock):
+    backend = sim(clock, count=1)
+    col = GpuCollector(backend, hostname="h")
+    scrape(col)
+    backend.set_thermal_throttle(0, True)
+    clock.advance(10)
+    text = scrape(col, clock)
+    thr = {k.split('reason="')[1].split('"')[0]: v
+           for k, v in values(text, c.GPU_THROTTLE_SECONDS.name).items()}
+    assert thr["thermal"] == pytest.approx(10.0)
+    assert thr["power"] == 0.0
+    clocks = values(text, c.DCGM_SM_CLOCK.name)
+    assert list(clocks.values()) == [round(1980 * 0.6)]
+
+
+def test_mig_instances_carry_gpu_instance_id_and_profile(clock):
+    backend = sim(clock, count=1, mig=[["3g.40gb", "1g.10gb"]])
+    text = scrape(GpuCollector(backend, hostname="h"))
+    used = values(text, c.DCGM_FB_USED.name)
+    mig = [k for k in used if "GPU_I_ID" in k]
+    assert len(mig) == 2
+    assert any('GPU_I_ID="1"' in k and 'GPU_I_PROFILE="3g.40gb"' in k for k in mig)
+    assert any('GPU_I_ID="2"' in k and 'GPU_I_PROFILE="1g.10gb"' in k for k in mig)
+
+
+def test_dcgm_blank_sentinels_and_nan_are_never_exported(tmp_path):
+    # The value dcgm-exporter's own README shows for a blank memory temperature.
+    sample_text = (FIXTURES / "dcgm" / "dcgm-exporter_readme_example.prom").read_text()
+    blank = float(sample_text.split("DCGM_FI_DEV_MEMORY_TEMP{")[1].split("} ")[1].split()[0])
+    assert is_blank(blank)
+    ident = GpuIdentity(0, "GPU-1", "NVIDIA H100", "00000000:01:00.0", 0)
+    frame = [GpuSample(ident, fields={
+        c.DCGM_MEMORY_TEMP.name: blank,
+        c.DCGM_GPU_TEMP.name: 55.0,
+        c.DCGM_POWER_USAGE.name: float("nan"),
+        c.DCGM_SM_CLOCK.name: float(0x7FFFFFF0),
+        c.DCGM_FB_USED.name: float(0xFFFFFFFF),
+    })]
+    rec = tmp_path / "rec.json"
+    write_recording(rec, [frame], "570.1", [])
+    text = scrape(GpuCollector(FixtureBackend(rec), hostname="h"))
+    assert values(text, c.DCGM_GPU_TEMP.name) != {}
+    for spec in (c.DCGM_MEMORY_TEMP, c.DCGM_POWER_USAGE, c.DCGM_SM_CLOCK, c.DCGM_FB_USED):
+        assert values(text, spec.name) == {}, spec.name
+    assert not is_blank(0.0) and not is_blank(-5.0) and not is_blank(81559.0)
+
+
+class StaticHolders:
+    def __init__(self, holders):
+        self._holders = holders
+
+    def holders(self):
+        return self._holders
+
+
+def test_single_owner_puts_pod_labels_on_gpu_series_and_shared_gpu_lists_holders(clock):
+    backend = sim(clock, count=2, mig=[[], ["1g.10gb"]])
+    uuid0 = backend.sample()[0].identity.uuid
+    mig_uuid = backend.sample()[1].mig[0].uuid
+    holders = {
+        uuid0: [PodRef("llm", "chat-0", "vllm")],
+        mig_uuid: [PodRef("batch", "embed-1", "tei"), PodRef("batch", "embed-2", "tei")],
+    }
+    col = GpuCollector(backend, hostname="h", attributor=StaticHolders(holders))
+    text = scrape(col)
+    util = values(text, c.DCGM_GPU_UTIL.name)
+    gpu0 = next(k for k in util if 'gpu="0"' in k)
+    assert 'pod="chat-0"' in gpu0 and 'namespace="llm"' in gpu0 and 'container="vllm"' in gpu0
+    pods = values(text, c.GPU_POD_INFO.name.removesuffix("_info") + "_info")
+    shared = [k for k in pods if 'GPU_I_ID="1"' in k]
+    assert {k.split('pod="')[1].split('"')[0] for k in shared} == {"embed-1", "embed-2"}
+    mig_used = next(k for k in values(text, c.DCGM_FB_USED.name) if "GPU_I_ID" in k)
+    assert 'pod=""' in mig_used  # two holders: no single owner on the series itself
+
+
+def test_without_kubelet_processes_are_attributed_through_their_cgroup(clock, tmp_path):
+    uid = "0b6a3c34-1d2e-4f5a-9b8c-7d6e5f4a3b2c"
+    cid = "a" * 64
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "cgroup").write_text(
+        "0::/kubepods.slice/kubepods-burstable.slice/"
+        f"kubepods-burstable-pod{uid.replace('-', '_')}.slice/cri-containerd-{cid}.scope\n"
+    )
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77" / "cgroup").write_text("0::/user.slice/session-3.scope\n")
+    backend = sim(clock, count=1)
+    backend.set_processes(0, [4242, 77, 99999])
+    text = scrape(GpuCollector(backend, hostname="h", procfs=tmp_path))
+    procs = values(text, "gpuslo_gpu_process_info")
+    by_pid = {k.split('pid="')[1].split('"')[0]: k for k in procs}
+    assert f'pod_uid="{uid}"' in by_pid["4242"] and f'container_id="{cid}"' in by_pid["4242"]
+    assert 'pod_uid=""' in by_pid["77"] and 'pod_uid=""' in by_pid["99999"]
+
+
+def test_recording_round_trips_through_the_fixture_backend(clock, tmp_path):
+    backend = sim(clock, count=2, mig=[["1g.10gb"]])
+    frames = [backend.sample()]
+    backend.inject_xid(0, 13)
+    rec = tmp_path / "node.json"
+    write_recording(rec, frames, "sim-1.0", backend.drain_xid_events())
+    data = json.loads(rec.read_text())
+    assert data["format"] == 1 and len(data["frames"][0]) == 2
+    replay = FixtureBackend(rec)
+    assert replay.open().driver_version == "sim-1.0"
+    assert replay.sample() == frames[0]
+    assert [e.xid for e in replay.drain_xid_events()] == [13]
+
+
+def test_fixture_backend_rejects_a_file_that_is_not_a_recording(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"format": 99}')
+    col = GpuCollector(FixtureBackend(bad), hostname="h")
+    agent = Agent([col])
+    snap = agent.sample(col)
+    assert not snap.success and "not a GPU recording" in (snap.error or "")
+
+
+def test_sim_backend_refuses_unknown_profiles():
+    with pytest.raises(ValueError, match="unknown GPU profile"):
+        SimBackend(profile="Z9000")
