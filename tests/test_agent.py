@@ -1,0 +1,171 @@
+import gzip
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from collectors import Agent, AgentServer, CollectorUnavailable
+from collectors.exposition import add, family
+from gpuslo import conventions as c
+
+
+class Static:
+    def __init__(self, name, n=3):
+        self.name, self.n, self.calls = name, n, 0
+
+    def collect(self):
+        self.calls += 1
+        fam = family(c.MetricSpec(f"test_{self.name}_value", "gauge", "A test gauge."))
+        for i in range(self.n):
+            add(fam, {"i": str(i)}, i)
+        return [fam]
+
+
+class Broken:
+    name = "broken"
+
+    def collect(self):
+        raise RuntimeError("sensor on fire")
+
+
+class Absent:
+    name = "absent"
+
+    def collect(self):
+        raise CollectorUnavailable("no such hardware")
+
+
+class Blocking:
+    """Hangs inside collect() until released, like a wedged driver call."""
+
+    name = "blocking"
+
+    def __init__(self):
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def collect(self):
+        self.entered.set()
+        self.release.wait(30)
+        return []
+
+
+def test_a_broken_collector_reports_failure_and_the_others_still_serve():
+    agent = Agent([Broken(), Static("ok"), Absent()])
+    agent.sample_all()
+    text = agent.render()
+    assert 'gpuslo_collector_success{collector="broken"} 0' in text
+    assert 'gpuslo_collector_success{collector="absent"} 0' in text
+    assert 'gpuslo_collector_success{collector="ok"} 1' in text
+    assert 'test_ok_value{i="2"} 2' in text
+    assert agent.health()["broken"]["error"] == "RuntimeError: sensor on fire"
+
+
+def test_series_over_the_cap_are_dropped_and_counted():
+    agent = Agent([Static("big", n=10)], max_series=4)
+    agent.sample_all()
+    agent.sample_all()
+    text = agent.render()
+    assert text.count("test_big_value{") == 4
+    assert 'gpuslo_collector_series_dropped_total{collector="big"} 12' in text
+    assert 'gpuslo_collector_series{collector="big"} 4' in text
+
+
+def test_last_sample_age_grows_between_samples(clock):
+    agent = Agent([Static("ok")], clock=clock)
+    agent.sample_all()
+    clock.advance(2.5)
+    assert 'gpuslo_collector_last_sample_age_seconds{collector="ok"} 2.5' in agent.render()
+
+
+def test_a_collector_that_has_not_sampled_yet_reports_success_zero():
+    text = Agent([Static("late")]).render()
+    assert 'gpuslo_collector_success{collector="late"} 0' in text
+    assert "test_late_value" not in text
+
+
+def test_snapshot_is_rendered_once_per_sample_not_per_scrape():
+    agent = Agent([Static("ok")])
+    agent.sample_all()
+    snap = agent.snapshot("ok")
+    first = snap.text(False)
+    assert snap.text(False) is first
+
+
+@pytest.mark.parametrize("bad", [{"interval": 0}, {"max_series": 0}])
+def test_agent_rejects_nonsense_settings(bad):
+    with pytest.raises(ValueError):
+        Agent([Static("x")], **bad)
+
+
+def test_duplicate_collector_names_are_refused():
+    with pytest.raises(ValueError, match="duplicate"):
+        Agent([Static("x"), Static("x")])
+
+
+@pytest.fixture
+def served():
+    started = []
+
+    def start(agent):
+        server = AgentServer(agent, "127.0.0.1", 0)
+        agent.start()
+        server.start()
+        started.append((agent, server))
+        return "http://%s:%d" % server.address
+
+    yield start
+    for agent, server in started:
+        server.stop()
+        agent._stop.set()
+
+
+def get(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status, dict(resp.headers), resp.read()
+
+
+def test_scrape_is_served_while_a_collector_is_stuck_in_hardware(served):
+    blocking, ok = Blocking(), Static("ok")
+    agent = Agent([blocking, ok], interval=0.05)
+    base = served(agent)
+    assert blocking.entered.wait(5)
+    while agent.snapshot("ok") is None:
+        pass
+    _, _, body = get(base + "/metrics")
+    text = body.decode()
+    assert 'test_ok_value{i="1"} 1' in text
+    assert 'gpuslo_collector_success{collector="blocking"} 0' in text
+    blocking.release.set()
+
+
+def test_metrics_negotiates_openmetrics_and_gzip(served):
+    base = served(Agent([Static("ok")], interval=0.05))
+    while True:
+        status, headers, body = get(base + "/metrics")
+        if b"test_ok_value" in body:
+            break
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert not body.endswith(b"# EOF\n")
+    _, headers, body = get(base + "/metrics", {
+        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        "Accept-Encoding": "gzip"})
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert headers["Content-Encoding"] == "gzip"
+    text = gzip.decompress(body).decode()
+    assert text.endswith("# EOF\n") and 'test_ok_value{i="2"} 2' in text
+
+
+def test_healthz_reports_each_collector_and_unknown_paths_are_404(served):
+    base = served(Agent([Static("ok"), Broken()], interval=0.05))
+    while True:
+        health = json.loads(get(base + "/healthz")[2])
+        if health["collectors"]["ok"]["success"]:
+            break
+    assert health["status"] == "ok"
+    assert health["collectors"]["broken"]["success"] is False
+    with pytest.raises(urllib.error.HTTPError) as err:
+        get(base + "/nope")
+    assert err.value.code == 404
