@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps test lint demo bench clean
+.PHONY: setup system-deps test lint demo bench golden clean
 
 setup: $(STAMP) system-deps
 
@@ -39,6 +39,10 @@ lint: setup
 demo: setup
 	$(BIN)/gpuslo agent --gpu-backend sim --sim-gpus 2 --no-collector.infiniband \
 	  --listen 127.0.0.1:0 --demo-seconds 3
+
+# Rewrite tests/golden/* from the current output; review the diff before committing.
+golden: setup
+	$(BIN)/pytest -q --regen-golden
 
 bench: setup
 	$(BIN)/python bench/agent_scrape.py --write docs/benchmarks.md

@@ -157,7 +157,9 @@ class PodResourcesAttributor:
 # cgroup v1: /kubepods/burstable/pod<uid>/<id>
 # cgroup v2 (systemd): /kubepods.slice/kubepods-burstable.slice/
 #                      kubepods-burstable-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope
-_POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+_POD_UID = re.compile(
+    r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
+)
 _CONTAINER_ID = re.compile(r"(?:^|[-/])([0-9a-f]{64})(?:\.scope)?$")
 
 

@@ -29,7 +29,7 @@ def family(spec: MetricSpec) -> Metric:
     return Metric(name, spec.help, spec.type)
 
 
-def add(metric: Metric, labels: Mapping[str, str], value: float) -> None:
+def add(metric: Metric, labels: dict[str, str], value: float) -> None:
     """Append one sample under the family's sample name (``_info`` for info metrics)."""
     name = metric.name + "_info" if metric.type == "info" else metric.name
     metric.samples.append(Sample(name, labels, value, None, None))

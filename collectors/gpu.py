@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client.core import Metric
@@ -84,11 +84,14 @@ class GpuCollector:
             key = (event.uuid, event.xid)
             self._xids[key] = self._xids.get(key, 0) + 1
             self._last_xid[event.uuid] = event.xid
-        holders = self._attributor.holders() if self._attributor else {}
+        holders: Mapping[str, list[PodRef]] = self._attributor.holders() if self._attributor else {}
         return self._families(samples, driver, holders)
 
     def _families(
-        self, samples: list[GpuSample], driver: DriverInfo, holders: dict[str, list[PodRef]] | object
+        self,
+        samples: list[GpuSample],
+        driver: DriverInfo,
+        by_device: Mapping[str, list[PodRef]],
     ) -> list[Metric]:
         fams = {spec.name: family(spec) for spec in c.GPU_FIELDS}
         up = family(c.GPU_UP)
@@ -110,7 +113,6 @@ class GpuCollector:
         link_fams = [(family(spec), attr) for spec, attr in link_specs]
         pod_info = family(c.GPU_POD_INFO)
         proc_info = family(c.GPU_PROCESS_INFO)
-        by_device: dict[str, list[PodRef]] = holders if isinstance(holders, dict) else {}
 
         for s in samples:
             ident = s.identity
@@ -161,9 +163,9 @@ class GpuCollector:
                     c.LABEL_GPU_I_PROFILE: mig.profile,
                 }
                 for spec in c.MIG_FIELDS:
-                    value = mig.fields.get(spec.name)
-                    if value is not None and not is_blank(value):
-                        add(fams[spec.name], mig_labels, value)
+                    mig_value = mig.fields.get(spec.name)
+                    if mig_value is not None and not is_blank(mig_value):
+                        add(fams[spec.name], mig_labels, mig_value)
                 for ref in mig_owners:
                     add(pod_info, {**mig_labels, **_pod_labels(ref)}, 1.0)
             for ref in owners:

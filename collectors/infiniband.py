@@ -1,7 +1,8 @@
 """InfiniBand/RoCE collector over ``/sys/class/infiniband`` (sysfs root configurable).
 
 Names and units follow node_exporter's ``node_infiniband_*`` (data counters are 4-byte words
-per lane in sysfs, reported as bytes); we add the port's link layer and the driver's ``hw_counters`` (RoCE congestion and retransmits).
+per lane in sysfs, reported as bytes); we add the port's link layer and the driver's
+``hw_counters`` (RoCE congestion and retransmits).
 """
 
 from __future__ import annotations
@@ -100,8 +101,17 @@ class InfinibandCollector:
                 self._warn_once(ports_path, str(err))
                 continue
             for port in ports:
-                self._port(device, port, os.path.join(ports_path, port),
-                           port_info, state, phys, rate, counters, hw)
+                self._port(
+                    device,
+                    port,
+                    os.path.join(ports_path, port),
+                    port_info,
+                    state,
+                    phys,
+                    rate,
+                    counters,
+                    hw,
+                )
         return [info, state, phys, rate, port_info, *counters.values(), hw]
 
     def _port(
@@ -148,8 +158,10 @@ class InfinibandCollector:
             },
             1.0,
         )
-        for subdir, table in (("counters", c.IB_PORT_COUNTERS),
-                              ("counters_ext", c.IB_PORT_COUNTERS_EXT)):
+        for subdir, table in (
+            ("counters", c.IB_PORT_COUNTERS),
+            ("counters_ext", c.IB_PORT_COUNTERS_EXT),
+        ):
             base = os.path.join(path, subdir)
             for fname, (suffix, scale) in table.items():
                 value = self._counter(os.path.join(base, fname))
@@ -163,7 +175,7 @@ class InfinibandCollector:
         for fname in hw_files:
             value = self._counter(os.path.join(hw_path, fname))
             if value is not None:
-                add(hw, {**labels, c.LABEL_COUNTER: fname}, value)
+                add(hw, {**labels, c.LABEL_EVENT: fname}, value)
 
 
 def _help(suffix: str) -> str:

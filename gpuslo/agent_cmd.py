@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import socket
@@ -56,50 +57,73 @@ def add_parser(sub: Any) -> None:
         "--openmetrics", action="store_true", help="with --once: print OpenMetrics, not text"
     )
     p.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS",
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
         help="sampling interval per collector (default: %(default)s)",
     )
     p.add_argument(
-        "--max-series", type=int, default=20_000, metavar="N",
-        help="cap on series per collector; the excess is dropped and counted (default: %(default)s)",
+        "--max-series",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="cap on series per collector; the excess is dropped and counted "
+        "(default: %(default)s)",
     )
     for name in COLLECTORS:
         p.add_argument(
-            f"--collector.{name}", dest=f"collector_{name}", default=True,
-            action=argparse.BooleanOptionalAction, help=f"enable the {name} collector (default: on)",
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            default=True,
+            action=argparse.BooleanOptionalAction,
+            help=f"enable the {name} collector (default: on)",
         )
     p.add_argument(
-        "--gpu-backend", choices=("nvml", "sim", "fixture"), default="nvml",
+        "--gpu-backend",
+        choices=("nvml", "sim", "fixture"),
+        default="nvml",
         help="where GPU samples come from (default: %(default)s)",
     )
     p.add_argument("--sim-gpus", type=int, default=8, metavar="N", help="sim backend: GPU count")
     p.add_argument(
-        "--sim-profile", default="H100", choices=("H100", "H200", "A100"),
+        "--sim-profile",
+        default="H100",
+        choices=("H100", "H200", "A100"),
         help="sim backend: GPU model (default: %(default)s)",
     )
     p.add_argument("--gpu-fixture", metavar="FILE", help="fixture backend: a recording to replay")
     p.add_argument(
-        "--record-gpu", metavar="FILE",
+        "--record-gpu",
+        metavar="FILE",
         help="with --once: also write the GPU backend's samples to FILE (a fixture recording)",
     )
     p.add_argument(
-        "--record-frames", type=int, default=3, metavar="N",
+        "--record-frames",
+        type=int,
+        default=3,
+        metavar="N",
         help="with --record-gpu: samples to record, one interval apart (default: %(default)s)",
     )
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point")
     p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point")
     p.add_argument(
-        "--pod-resources-socket", metavar="PATH",
+        "--pod-resources-socket",
+        metavar="PATH",
         default="/var/lib/kubelet/pod-resources/kubelet.sock",
         help="kubelet pod-resources socket for GPU->pod attribution (skipped when absent)",
     )
     p.add_argument("--hostname", default=socket.gethostname(), help="value of the Hostname label")
     p.add_argument(
-        "--demo-seconds", type=float, metavar="S",
+        "--demo-seconds",
+        type=float,
+        metavar="S",
         help="serve for S seconds, print one scrape fetched over HTTP, and exit",
     )
     p.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error"),
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
         help="log verbosity (default: %(default)s)",
     )
     p.set_defaults(func=run)
@@ -171,10 +195,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--listen: cannot listen on {args.listen}: {err.strerror}") from err
     agent.start()
     server.start()
-    bound = "%s:%d" % server.address
+    bound = "{}:{}".format(*server.address)
     logging.getLogger("gpuslo.agent").info(
         "serving on http://%s/metrics (collectors: %s, every %ss)",
-        bound, ", ".join(col.name for col in collectors) or "none", args.interval,
+        bound,
+        ", ".join(col.name for col in collectors) or "none",
+        args.interval,
     )
     try:
         if args.demo_seconds is not None:
@@ -184,10 +210,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
-            except KeyboardInterrupt:
-                pass
     finally:
         server.stop()
         agent.stop()
@@ -212,10 +236,17 @@ def _record(agent: Any, args: argparse.Namespace) -> int:
     finally:
         gpu.backend.close()
     write_recording(
-        args.record_gpu, frames, driver.driver_version, xids,
-        meta={"hostname": args.hostname, "backend": gpu.backend.name,
-              "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        args.record_gpu,
+        frames,
+        driver.driver_version,
+        xids,
+        meta={
+            "hostname": args.hostname,
+            "backend": gpu.backend.name,
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
     )
-    sys.stderr.write(f"recorded {len(frames)} frame(s) of {len(frames[0])} GPU(s) to "
-                     f"{args.record_gpu}\n")
+    sys.stderr.write(
+        f"recorded {len(frames)} frame(s) of {len(frames[0])} GPU(s) to {args.record_gpu}\n"
+    )
     return 0

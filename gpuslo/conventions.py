@@ -59,7 +59,7 @@ LABEL_IB_PORT = "port"
 LABEL_LINK_LAYER = "link_layer"
 LABEL_STATE = "state"
 LABEL_PHYS_STATE = "phys_state"
-LABEL_COUNTER = "counter"
+LABEL_EVENT = "event"
 LABEL_BOARD_ID = "board_id"
 LABEL_FIRMWARE_VERSION = "firmware_version"
 LABEL_HCA_TYPE = "hca_type"
@@ -290,7 +290,7 @@ IB_PORT_INFO = MetricSpec(
     "gpuslo_infiniband_port_info", "info", "InfiniBand/RoCE port link layer and states."
 )
 IB_HW_COUNTER = _c(
-    "gpuslo_infiniband_hw_counter_total",
+    "gpuslo_infiniband_hw_events_total",
     "Driver hw_counters of the port (RoCE congestion, out-of-buffer, retransmits), by counter.",
 )
 

@@ -186,7 +186,10 @@ class FakeNvml:
         if version == real.nvmlMemory_v2:
             reserved = self._v(g, "mem_reserved")
             return SimpleNamespace(
-                version=version, total=total, reserved=reserved, free=total - reserved - used,
+                version=version,
+                total=total,
+                reserved=reserved,
+                free=total - reserved - used,
                 used=used,
             )
         return SimpleNamespace(total=total, free=total - used, used=used)
@@ -222,7 +225,10 @@ class FakeNvml:
             elif fid_ == real.NVML_FI_DEV_MEMORY_TEMP:
                 entry.valueType = real.NVML_VALUE_TYPE_UNSIGNED_INT
                 entry.value.uiVal = self._v(g, "mem_temp")
-            elif fid_ in (real.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, real.NVML_FI_DEV_PCIE_COUNT_RX_BYTES):
+            elif fid_ in (
+                real.NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
+                real.NVML_FI_DEV_PCIE_COUNT_RX_BYTES,
+            ):
                 entry.valueType = real.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
                 tx = fid_ == real.NVML_FI_DEV_PCIE_COUNT_TX_BYTES
                 entry.value.ullVal = self._v(g, "pcie_count_tx" if tx else "pcie_count_rx")
@@ -276,9 +282,7 @@ class FakeNvml:
             SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0)
             for _ in range(real.NVML_GPM_METRIC_MAX)
         ]
-        return SimpleNamespace(
-            version=0, numMetrics=0, sample1=None, sample2=None, metrics=metrics
-        )
+        return SimpleNamespace(version=0, numMetrics=0, sample1=None, sample2=None, metrics=metrics)
 
     def nvmlGpmQueryDeviceSupport(self, h: Any) -> Any:
         g = self._gpu(h, "nvmlGpmQueryDeviceSupport")
@@ -319,8 +323,11 @@ class FakeNvml:
         except queue.Empty:
             raise self._err(real.NVML_ERROR_TIMEOUT) from None
         return SimpleNamespace(
-            device=self._gpus[index], eventType=real.nvmlEventTypeXidCriticalError, eventData=xid,
-            gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF,
+            device=self._gpus[index],
+            eventType=real.nvmlEventTypeXidCriticalError,
+            eventData=xid,
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
         )
 
     def nvmlEventSetFree(self, event_set: Any) -> None:

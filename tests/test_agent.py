@@ -1,6 +1,7 @@
 import gzip
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -113,7 +114,7 @@ def served():
         agent.start()
         server.start()
         started.append((agent, server))
-        return "http://%s:%d" % server.address
+        return "http://{}:{}".format(*server.address)
 
     yield start
     for agent, server in started:
@@ -132,8 +133,9 @@ def test_scrape_is_served_while_a_collector_is_stuck_in_hardware(served):
     agent = Agent([blocking, ok], interval=0.05)
     base = served(agent)
     assert blocking.entered.wait(5)
-    while agent.snapshot("ok") is None:
-        pass
+    deadline = time.monotonic() + 5
+    while agent.snapshot("ok") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     _, _, body = get(base + "/metrics")
     text = body.decode()
     assert 'test_ok_value{i="1"} 1' in text
@@ -144,14 +146,18 @@ def test_scrape_is_served_while_a_collector_is_stuck_in_hardware(served):
 def test_metrics_negotiates_openmetrics_and_gzip(served):
     base = served(Agent([Static("ok")], interval=0.05))
     while True:
-        status, headers, body = get(base + "/metrics")
+        _, headers, body = get(base + "/metrics")
         if b"test_ok_value" in body:
             break
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert not body.endswith(b"# EOF\n")
-    _, headers, body = get(base + "/metrics", {
-        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
-        "Accept-Encoding": "gzip"})
+    _, headers, body = get(
+        base + "/metrics",
+        {
+            "Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            "Accept-Encoding": "gzip",
+        },
+    )
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert headers["Content-Encoding"] == "gzip"
     text = gzip.decompress(body).decode()

@@ -1,9 +1,10 @@
 import json
+
 import pytest
 
 from collectors import Agent, GpuCollector, PodRef, is_blank
 from collectors.backends import FixtureBackend, SimBackend, write_recording
-from collectors.backends.base import GpuIdentity, GpuSample, MigSample
+from collectors.backends.base import GpuIdentity, GpuSample
 from gpuslo import conventions as c
 from tests.conftest import FIXTURES
 
@@ -20,7 +21,7 @@ def values(text, name):
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):
             head, _, val = line.rpartition(" ")
-            out[head[len(name):]] = float(val)
+            out[head[len(name) :]] = float(val)
     return out
 
 
@@ -76,8 +77,10 @@ def test_thermal_throttle_time_accumulates_in_seconds_per_reason(clock):
     backend.set_thermal_throttle(0, True)
     clock.advance(10)
     text = scrape(col, clock)
-    thr = {k.split('reason="')[1].split('"')[0]: v
-           for k, v in values(text, c.GPU_THROTTLE_SECONDS.name).items()}
+    thr = {
+        k.split('reason="')[1].split('"')[0]: v
+        for k, v in values(text, c.GPU_THROTTLE_SECONDS.name).items()
+    }
     assert thr["thermal"] == pytest.approx(10.0)
     assert thr["power"] == 0.0
     clocks = values(text, c.DCGM_SM_CLOCK.name)
@@ -100,13 +103,18 @@ def test_dcgm_blank_sentinels_and_nan_are_never_exported(tmp_path):
     blank = float(sample_text.split("DCGM_FI_DEV_MEMORY_TEMP{")[1].split("} ")[1].split()[0])
     assert is_blank(blank)
     ident = GpuIdentity(0, "GPU-1", "NVIDIA H100", "00000000:01:00.0", 0)
-    frame = [GpuSample(ident, fields={
-        c.DCGM_MEMORY_TEMP.name: blank,
-        c.DCGM_GPU_TEMP.name: 55.0,
-        c.DCGM_POWER_USAGE.name: float("nan"),
-        c.DCGM_SM_CLOCK.name: float(0x7FFFFFF0),
-        c.DCGM_FB_USED.name: float(0xFFFFFFFF),
-    })]
+    frame = [
+        GpuSample(
+            ident,
+            fields={
+                c.DCGM_MEMORY_TEMP.name: blank,
+                c.DCGM_GPU_TEMP.name: 55.0,
+                c.DCGM_POWER_USAGE.name: float("nan"),
+                c.DCGM_SM_CLOCK.name: float(0x7FFFFFF0),
+                c.DCGM_FB_USED.name: float(0xFFFFFFFF),
+            },
+        )
+    ]
     rec = tmp_path / "rec.json"
     write_recording(rec, [frame], "570.1", [])
     text = scrape(GpuCollector(FixtureBackend(rec), hostname="h"))

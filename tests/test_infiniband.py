@@ -16,8 +16,9 @@ def render(sysfs):
 
 
 def series(snap):
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in snap.families for s in f.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in snap.families for s in f.samples
+    }
 
 
 def key(name, device, port="1", **extra):
@@ -43,13 +44,18 @@ def test_counters_without_a_pma_are_skipped_not_zero():
 
 def test_roce_port_reports_link_layer_and_congestion_counters():
     s = series(render(SYSFS))
-    info = key("gpuslo_infiniband_port_info", "mlx5_1", link_layer="Ethernet",
-               state="ACTIVE", phys_state="LinkUp")
+    info = key(
+        "gpuslo_infiniband_port_info",
+        "mlx5_1",
+        link_layer="Ethernet",
+        state="ACTIVE",
+        phys_state="LinkUp",
+    )
     assert s[info] == 1
-    hw = "gpuslo_infiniband_hw_counter_total"
-    assert s[key(hw, "mlx5_1", counter="np_cnp_sent")] == 340
-    assert s[key(hw, "mlx5_1", counter="np_ecn_marked_roce_packets")] == 1250
-    assert s[key(hw, "mlx5_0", counter="out_of_buffer")] == 12
+    hw = "gpuslo_infiniband_hw_events_total"
+    assert s[key(hw, "mlx5_1", event="np_cnp_sent")] == 340
+    assert s[key(hw, "mlx5_1", event="np_ecn_marked_roce_packets")] == 1250
+    assert s[key(hw, "mlx5_0", event="out_of_buffer")] == 12
 
 
 def test_a_down_port_reports_its_state_ids():
@@ -82,7 +88,18 @@ def test_a_garbled_counter_is_skipped_with_one_warning_and_the_rest_is_served(tm
     assert snap.success
     assert key("node_infiniband_port_packets_received_total", "mlx5_0") not in s
     assert s[key("node_infiniband_port_packets_received_total", "mlx5_1")] == 10
-    info = ("node_infiniband_info", tuple(sorted({"device": "mlx5_1", "board_id": "",
-            "firmware_version": "28.39.1002", "hca_type": "MT4129"}.items())))
+    info = (
+        "node_infiniband_info",
+        tuple(
+            sorted(
+                {
+                    "device": "mlx5_1",
+                    "board_id": "",
+                    "firmware_version": "28.39.1002",
+                    "hca_type": "MT4129",
+                }.items()
+            )
+        ),
+    )
     assert s[info] == 1
     assert caplog.text.count("not a counter") == 2  # one per collector instance, not per sample

@@ -1,6 +1,7 @@
 import logging
 import time
 
+import pynvml as real
 import pytest
 
 from collectors import Agent, GpuCollector, InfinibandCollector
@@ -9,12 +10,17 @@ from gpuslo import conventions as c
 from tests.conftest import SYSFS
 from tests.fake_pynvml import MIB, FakeGpu, FakeMig, FakeNvml
 
-import pynvml as real
-
 
 def gpus(n=2, **kw):
-    return [FakeGpu(uuid=f"GPU-{i:08d}-0000-0000-0000-000000000000", minor=i,
-                    bus_id=f"00000000:{0x18 + i:02X}:00.0", **kw) for i in range(n)]
+    return [
+        FakeGpu(
+            uuid=f"GPU-{i:08d}-0000-0000-0000-000000000000",
+            minor=i,
+            bus_id=f"00000000:{0x18 + i:02X}:00.0",
+            **kw,
+        )
+        for i in range(n)
+    ]
 
 
 def open_backend(fake):
@@ -59,8 +65,15 @@ def test_profiling_ratios_come_from_two_gpm_samples_as_fractions():
 
 
 def test_unsupported_fields_are_left_out_not_reported_as_zero():
-    g = gpus(1, unsupported={"nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetPcieThroughput",
-                             "nvmlGpmQueryDeviceSupport", "nvmlDeviceGetRemappedRows"})[0]
+    g = gpus(
+        1,
+        unsupported={
+            "nvmlDeviceGetTotalEccErrors",
+            "nvmlDeviceGetPcieThroughput",
+            "nvmlGpmQueryDeviceSupport",
+            "nvmlDeviceGetRemappedRows",
+        },
+    )[0]
     g.field_overrides[real.NVML_FI_DEV_MEMORY_TEMP] = (real.NVML_ERROR_NOT_SUPPORTED, 0, 0)
     backend = open_backend(FakeNvml([g]))
     try:
@@ -68,8 +81,13 @@ def test_unsupported_fields_are_left_out_not_reported_as_zero():
         f = backend.sample()[0].fields
     finally:
         backend.close()
-    for spec in (c.DCGM_ECC_SBE_VOL, c.DCGM_PCIE_TX_THROUGHPUT, c.DCGM_MEMORY_TEMP,
-                 c.DCGM_PROF_SM_ACTIVE, c.DCGM_CORRECTABLE_REMAPPED_ROWS):
+    for spec in (
+        c.DCGM_ECC_SBE_VOL,
+        c.DCGM_PCIE_TX_THROUGHPUT,
+        c.DCGM_MEMORY_TEMP,
+        c.DCGM_PROF_SM_ACTIVE,
+        c.DCGM_CORRECTABLE_REMAPPED_ROWS,
+    ):
         assert spec.name not in f
     assert f[c.DCGM_GPU_UTIL.name] == 87
 
@@ -77,7 +95,10 @@ def test_unsupported_fields_are_left_out_not_reported_as_zero():
 def test_nvml_all_ones_placeholder_is_not_a_reading():
     g = gpus(1)[0]
     g.field_overrides[real.NVML_FI_DEV_MEMORY_TEMP] = (
-        real.NVML_SUCCESS, real.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, 0xFFFFFFFFFFFFFFFF)
+        real.NVML_SUCCESS,
+        real.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+        0xFFFFFFFFFFFFFFFF,
+    )
     g.values["temp"] = 0xFFFFFFFF
     backend = open_backend(FakeNvml([g]))
     try:
@@ -115,7 +136,9 @@ def test_mig_instances_are_enumerated_with_dcgm_profile_names():
     finally:
         backend.close()
     assert [(m.gpu_instance_id, m.profile, m.uuid) for m in mig] == [
-        (1, "3g.39gb", "MIG-aaa"), (9, "1g.10gb", "MIG-bbb")]
+        (1, "3g.39gb", "MIG-aaa"),
+        (9, "1g.10gb", "MIG-bbb"),
+    ]
     assert mig[0].fields[c.DCGM_FB_USED.name] == 1000
 
 

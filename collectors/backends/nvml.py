@@ -69,7 +69,7 @@ class NvmlBackend:
     name = "nvml"
 
     def __init__(self, nvml: Any | None = None, event_timeout_ms: int = 500) -> None:
-        self._nvml = nvml
+        self._nvml: Any = nvml
         self._event_timeout_ms = event_timeout_ms
         self._devices: list[_Device] = []
         self._events: list[XidEvent] = []
@@ -227,7 +227,7 @@ class NvmlBackend:
         fields: dict[str, float] = {}
 
         def put(name: str, value: Any, scale: float = 1.0) -> None:
-            if value is None or isinstance(value, int) and value in _NVML_BLANKS:
+            if value is None or (isinstance(value, int) and value in _NVML_BLANKS):
                 return
             fields[name] = float(value) * scale
 

@@ -56,7 +56,9 @@ class _SimGpu:
     energy_mj: float = 0.0
     lost: bool = False
     forced_thermal: bool = False
-    throttle_ns: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.THROTTLE_REASONS, 0))
+    throttle_ns: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(c.THROTTLE_REASONS, 0)
+    )
     link_tx: list[int] = field(default_factory=list)
     link_rx: list[int] = field(default_factory=list)
     link_crc: list[int] = field(default_factory=list)

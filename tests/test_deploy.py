@@ -1,0 +1,86 @@
+"""Kubernetes manifests, validated against the Kubernetes schemas (kubernetes-validate) and,
+for the ServiceMonitor CRD, a hand-written schema; plus checks that they agree with the agent."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from gpuslo.cli import build_parser
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+K8S_VERSION = "1.30.0"
+
+
+def docs():
+    out = {}
+    for path in sorted((DEPLOY / "agent").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            out[doc["kind"]] = doc
+    return out
+
+
+@pytest.mark.parametrize("kind", ["Namespace", "ServiceAccount", "DaemonSet", "Service"])
+def test_core_manifests_are_valid_against_the_kubernetes_schema_strictly(kind):
+    kubernetes_validate.validate(docs()[kind], K8S_VERSION, strict=True)
+
+
+def test_a_misspelled_field_is_caught_by_the_strict_schema():
+    ds = docs()["DaemonSet"]
+    ds["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
+
+
+def servicemonitor_schema():
+    return json.loads((DEPLOY / "schemas" / "servicemonitor.schema.json").read_text())
+
+
+def test_servicemonitor_is_valid_and_the_schema_rejects_typos():
+    schema = servicemonitor_schema()
+    sm = docs()["ServiceMonitor"]
+    jsonschema.validate(sm, schema)
+    sm["spec"]["endpoints"][0]["intreval"] = "15s"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(sm, schema)
+
+
+def test_kustomization_lists_every_manifest():
+    listed = set(yaml.safe_load((DEPLOY / "agent" / "kustomization.yaml").read_text())["resources"])
+    on_disk = {p.name for p in (DEPLOY / "agent").glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+
+
+def test_daemonset_args_are_flags_the_agent_accepts_and_paths_are_mounted():
+    ds = docs()["DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    assert host[mounts[args.sysfs]] == "/sys"
+    assert host[mounts[args.procfs]] == "/proc"
+    socket_dir = str(Path(args.pod_resources_socket).parent)
+    assert host[mounts[socket_dir]] == "/var/lib/kubelet/pod-resources"
+    port = int(args.listen.rsplit(":", 1)[1])
+    assert container["ports"][0] == {"name": "metrics", "containerPort": port, "protocol": "TCP"}
+    assert pod["runtimeClassName"] == "nvidia"
+    assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {}))
+
+
+def test_service_and_servicemonitor_select_the_agent_pods():
+    d = docs()
+    pod_labels = d["DaemonSet"]["spec"]["template"]["metadata"]["labels"]
+    assert d["DaemonSet"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert d["Service"]["spec"]["selector"].items() <= pod_labels.items()
+    sm = d["ServiceMonitor"]
+    assert (
+        sm["spec"]["selector"]["matchLabels"].items() <= d["Service"]["metadata"]["labels"].items()
+    )
+    assert sm["spec"]["endpoints"][0]["port"] == d["Service"]["spec"]["ports"][0]["name"]
+    assert d["Service"]["metadata"]["namespace"] in sm["spec"]["namespaceSelector"]["matchNames"]
