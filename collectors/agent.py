@@ -84,6 +84,9 @@ class Agent:
         self._logged: dict[str, str] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Exposition formats scrapers have asked for: new snapshots are pre-rendered in them
+        # on the sampling thread, so a scrape only joins ready text.
+        self._formats_wanted: set[bool] = set()
 
     # ------------------------------------------------------------------ sampling
     def sample(self, collector: Collector) -> Snapshot:
@@ -113,6 +116,8 @@ class Agent:
             )
         end = self._clock()
         snap = Snapshot(families, series, end - start, success, end, error)
+        for openmetrics in tuple(self._formats_wanted):
+            snap.text(openmetrics)
         self._snapshots[collector.name] = snap
         return snap
 
@@ -200,6 +205,7 @@ class Agent:
 
     def render(self, openmetrics: bool = False) -> str:
         """The whole scrape: every collector's latest snapshot plus self-metrics."""
+        self._formats_wanted.add(openmetrics)
         parts = [
             snap.text(openmetrics)
             for col in self.collectors

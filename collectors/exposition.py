@@ -72,14 +72,16 @@ def render(families: Iterable[Metric], openmetrics: bool) -> str:
 def _labels(labels: Mapping[str, str]) -> str:
     if not labels:
         return ""
-    inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+    # Fast path: label names never need escaping, so one scan of the joined text tells
+    # whether any value holds a quote, backslash or newline.
+    inner = ",".join([f'{k}="{v}"' for k, v in labels.items()])
+    if "\\" in inner or "\n" in inner or inner.count('"') != 2 * len(labels):
+        inner = ",".join([f'{k}="{_escape_label(v)}"' for k, v in labels.items()])
     return "{" + inner + "}"
 
 
 def _escape_label(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-    return value
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def _escape_help(text: str) -> str:

@@ -22,6 +22,9 @@ _INDEX = b"""<html><head><title>gpuslo agent</title></head><body>
 class _Handler(BaseHTTPRequestHandler):
     agent: Agent  # set on the subclass built per server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive scraper waits for
+    # the delayed ACK (~40 ms) before the body of a small response arrives.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

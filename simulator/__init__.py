@@ -1,3 +1,5 @@
-"""Digital twin of a GPU fleet (not built yet)."""
+"""Digital twin of a GPU fleet. So far: sysfs fabric trees for the agent's fabric collector."""
 
-__all__: list[str] = []
+from .fabric_sysfs import IbPort, write_infiniband_tree
+
+__all__ = ["IbPort", "write_infiniband_tree"]

@@ -94,6 +94,15 @@ def test_snapshot_is_rendered_once_per_sample_not_per_scrape():
     assert snap.text(False) is first
 
 
+def test_new_snapshots_are_prerendered_in_the_formats_scrapers_asked_for():
+    agent = Agent([Static("ok")])
+    agent.sample_all()
+    assert agent.snapshot("ok")._rendered == {}  # nobody scraped yet: nothing rendered
+    agent.render(openmetrics=True)
+    agent.sample_all()
+    assert set(agent.snapshot("ok")._rendered) == {True}
+
+
 @pytest.mark.parametrize("bad", [{"interval": 0}, {"max_series": 0}])
 def test_agent_rejects_nonsense_settings(bad):
     with pytest.raises(ValueError):

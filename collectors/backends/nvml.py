@@ -93,8 +93,8 @@ class NvmlBackend:
         except n.NVMLError as err:
             raise BackendUnavailable(f"NVML unavailable: {err}") from err
         driver = _text(self._call_or(n.nvmlSystemGetDriverVersion, ""))
-        for index in range(n.nvmlDeviceGetCount()):
-            self._devices.append(self._open_device(index))
+        # open() is retried after a failure: start from a clean device list each time.
+        self._devices = [self._open_device(i) for i in range(n.nvmlDeviceGetCount())]
         self._start_event_thread()
         return DriverInfo(driver_version=driver)
 
