@@ -125,7 +125,7 @@ def test_a_real_prometheus_scrapes_the_agent(tmp_path, process):
     assert float(ib[0]["value"][1]) == 10_000_000_000
     util = query(base, "DCGM_FI_DEV_GPU_UTIL")
     assert {r["metric"]["modelName"] for r in util} == {"NVIDIA H100 80GB HBM3"}
-    # Prometheus negotiated OpenMetrics: the info metric arrives under its _info name.
+    # Info metrics are stored under their _info sample name, whichever format was negotiated.
     assert query(base, "gpuslo_gpu_info")
 
 
