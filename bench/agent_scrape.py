@@ -4,7 +4,8 @@ The node: 8 simulated H100s (every field, 18 NVLinks each) and 8 InfiniBand port
 tree written to a temp dir. Each process runs on 127.0.0.1 and is stopped at the end; every loop
 is bounded in count and time.
 
-    .venv/bin/python bench/agent_scrape.py [--scrapes 500] [--window 30] [--write docs/benchmarks.md]
+    .venv/bin/python bench/agent_scrape.py [--scrapes 500] [--window 30] \
+        [--write docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -121,8 +122,15 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def measure(name: str, cmd: list[str], args: argparse.Namespace, accept: str | None = None,
-            gzip: bool = False, scrape_every: float = 15.0, agent: bool = True) -> Result:
+def measure(
+    name: str,
+    cmd: list[str],
+    args: argparse.Namespace,
+    accept: str | None = None,
+    gzip: bool = False,
+    scrape_every: float = 15.0,
+    agent: bool = True,
+) -> Result:
     """Latency with every scrape landing on a fresh, not yet rendered snapshot (the agent
     samples at 4 Hz, scrapes are 0.3 s apart); CPU and RSS at the production 1 s interval."""
     t0 = time.monotonic()
@@ -142,8 +150,9 @@ def measure(name: str, cmd: list[str], args: argparse.Namespace, accept: str | N
         body = gz.decompress(body)
     text = body.decode()
     series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-    return Result(name, statistics.median(times), percentile(times, 99), len(body) / 1024,
-                  series, cpu, rss)
+    return Result(
+        name, statistics.median(times), percentile(times, 99), len(body) / 1024, series, cpu, rss
+    )
 
 
 def main() -> int:
@@ -167,53 +176,77 @@ def main() -> int:
             ports.append(p)
         write_infiniband_tree(tmp, ports)
         full = [*gpuslo, "--gpu-backend", "sim", "--sim-gpus", "8", "--path.sysfs", tmp]
-        for label, accept, gzip in (("text", None, False), ("OpenMetrics", OPENMETRICS, False),
-                                    ("text + gzip", None, True)):
-            results.append(measure(f"gpuslo agent, 8 GPUs + 8 IB ports ({label})", full, args,
-                                   accept, gzip))
+        for label, accept, gzip in (
+            ("text", None, False),
+            ("OpenMetrics", OPENMETRICS, False),
+            ("text + gzip", None, True),
+        ):
+            results.append(
+                measure(f"gpuslo agent, 8 GPUs + 8 IB ports ({label})", full, args, accept, gzip)
+            )
         # Fabric only, side by side with node_exporter at one scrape per second: node_exporter
         # reads sysfs on each scrape, the agent samples once a second and serves the snapshot.
-        results.append(measure(
-            "gpuslo agent, fabric only (1 s sampling, 1 scrape/s)",
-            [*gpuslo, "--no-collector.gpu", "--path.sysfs", tmp], args, scrape_every=1.0))
-        results.append(measure(
-            "node_exporter 1.5, infiniband only (1 scrape/s)",
-            [node_exporter, "--collector.disable-defaults", "--collector.infiniband",
-             f"--path.sysfs={tmp}"], args, scrape_every=1.0, agent=False))
+        results.append(
+            measure(
+                "gpuslo agent, fabric only (1 s sampling, 1 scrape/s)",
+                [*gpuslo, "--no-collector.gpu", "--path.sysfs", tmp],
+                args,
+                scrape_every=1.0,
+            )
+        )
+        results.append(
+            measure(
+                "node_exporter 1.5, infiniband only (1 scrape/s)",
+                [
+                    node_exporter,
+                    "--collector.disable-defaults",
+                    "--collector.infiniband",
+                    f"--path.sysfs={tmp}",
+                ],
+                args,
+                scrape_every=1.0,
+                agent=False,
+            )
+        )
     rows = [
-        "| setup | scrape p50 (ms) | scrape p99 (ms) | body (KiB) | series | CPU (% of one core) | RSS (MiB) |",
+        "| setup | scrape p50 (ms) | scrape p99 (ms) | body (KiB) | series "
+        "| CPU (% of one core) | RSS (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        rows.append(f"| {r.name} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.body_kb:.0f} | "
-                    f"{r.series} | {r.cpu_pct:.2f} | {r.rss_mb:.0f} |")
+        rows.append(
+            f"| {r.name} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.body_kb:.0f} | "
+            f"{r.series} | {r.cpu_pct:.2f} | {r.rss_mb:.0f} |"
+        )
     cpu_model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu_model = line.split(":", 1)[1].strip()
                 break
-    block = "\n".join([
-        BEGIN,
-        f"Measured {time.strftime('%Y-%m-%d')} on {cpu_model}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. Latency: {args.scrapes} scrapes over one "
-        "keep-alive connection, 0.3 s apart, with the agent sampling at 4 Hz so every scrape "
-        "renders a fresh snapshot (as in production: 1 s sampling, 15 s scrapes). CPU and "
-        f"RSS: the agent at 1 s sampling over a {args.window:.0f} s window, scraped every 15 s "
-        "(full agent) or every 1 s (fabric comparison). The sim backend's model stands in for "
-        "NVML calls in the CPU figure.",
-        "",
-        "Command: `.venv/bin/python bench/agent_scrape.py "
-        f"--scrapes {args.scrapes} --window {args.window:.0f} --write docs/benchmarks.md`",
-        "",
-        *rows,
-        END,
-    ])
+    block = "\n".join(
+        [
+            BEGIN,
+            f"Measured {time.strftime('%Y-%m-%d')} on {cpu_model}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}. Latency: {args.scrapes} scrapes over one "
+            "keep-alive connection, 0.3 s apart, with the agent sampling at 4 Hz so every scrape "
+            "renders a fresh snapshot (as in production: 1 s sampling, 15 s scrapes). CPU and "
+            f"RSS: the agent at 1 s sampling over a {args.window:.0f} s window, scraped every 15 s "
+            "(full agent) or every 1 s (fabric comparison). The sim backend's model stands in for "
+            "NVML calls in the CPU figure.",
+            "",
+            "Command: `.venv/bin/python bench/agent_scrape.py "
+            f"--scrapes {args.scrapes} --window {args.window:.0f} --write docs/benchmarks.md`",
+            "",
+            *rows,
+            END,
+        ]
+    )
     print(block)
     if args.write:
         doc = args.write.read_text() if args.write.exists() else ""
         if BEGIN in doc and END in doc:
-            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END) :]
         else:
             doc = doc.rstrip() + "\n\n" + block + "\n"
         args.write.write_text(doc)

@@ -11,6 +11,8 @@ def test_written_tree_is_read_back_by_the_fabric_collector_in_bytes(tmp_path):
     agent.sample_all()
     text = agent.render()
     assert 'node_infiniband_port_data_received_bytes_total{device="mlx5_3",port="1"} 4000' in text
-    assert 'gpuslo_infiniband_hw_events_total{device="mlx5_3",port="1",event="np_cnp_sent"} 9' in text
+    assert (
+        'gpuslo_infiniband_hw_events_total{device="mlx5_3",port="1",event="np_cnp_sent"} 9' in text
+    )
     assert 'node_infiniband_state_id{device="mlx5_4",port="1"} 1' in text
     assert 'link_layer="Ethernet"' in text
