@@ -12,7 +12,7 @@ from prometheus_client.core import Metric
 from gpuslo import conventions as c
 
 from .attribution import PodRef, PodResourcesAttributor, process_ref
-from .backends.base import DriverInfo, GpuBackend, GpuSample
+from .backends.base import BackendUnavailable, DriverInfo, GpuBackend, GpuSample
 from .errors import CollectorUnavailable
 from .exposition import add, family
 
@@ -65,9 +65,8 @@ class GpuCollector:
         if self._driver is None:
             try:
                 self._driver = self.backend.open()
-            except CollectorUnavailable:
-                raise
-            except Exception as err:
+            except BackendUnavailable as err:
+                # Absent hardware; anything else escapes and is logged as a broken collector.
                 raise CollectorUnavailable(str(err)) from err
         return self._driver
 

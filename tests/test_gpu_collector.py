@@ -197,3 +197,15 @@ def test_fixture_backend_rejects_a_file_that_is_not_a_recording(tmp_path):
 def test_sim_backend_refuses_unknown_profiles():
     with pytest.raises(ValueError, match="unknown GPU profile"):
         SimBackend(profile="Z9000")
+
+
+class ExplodingBackend(SimBackend):
+    def open(self):
+        raise KeyError("bug in open")
+
+
+def test_a_bug_while_opening_the_backend_is_a_broken_collector_not_absent_hardware(caplog):
+    col = GpuCollector(ExplodingBackend(count=1), hostname="h")
+    snap = Agent([col]).sample(col)
+    assert not snap.success and snap.error == "KeyError: 'bug in open'"
+    assert "Traceback" in caplog.text
