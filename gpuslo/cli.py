@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpuslo import __version__, agent_cmd
+from gpuslo import __version__, agent_cmd, slo_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpuslo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     agent_cmd.add_parser(sub)
+    slo_cmd.add_parser(sub)
     return parser
 
 

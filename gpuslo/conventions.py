@@ -75,6 +75,7 @@ LABEL_TOKEN_TYPE = "token_type"
 LABEL_SLO = "slo"
 LABEL_SERVICE = "service"
 LABEL_TIER = "tier"
+LABEL_SEVERITY = "severity"
 
 GPU_IDENTITY_LABELS: tuple[str, ...] = (
     LABEL_GPU,

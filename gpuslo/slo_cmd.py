@@ -1,0 +1,90 @@
+"""``gpuslo slo``: validate SLO specs and generate Prometheus rules from them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+examples:
+  gpuslo slo validate slos/*.yaml
+  gpuslo slo generate slos/*.yaml -o rules/
+  gpuslo slo generate slos/chat.yaml -o k8s/ --format prometheusrule
+"""
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``slo`` and its subcommands."""
+    p = sub.add_parser(
+        "slo",
+        help="validate SLO specs and generate Prometheus rules",
+        description="Turn SLO specs (native gpuslo/v1 YAML) into Prometheus recording rules and "
+        "multi-window multi-burn-rate alerts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    slo_sub = p.add_subparsers(dest="slo_command", metavar="SUBCOMMAND", required=True)
+    v = slo_sub.add_parser("validate", help="check specs; print every problem as file:line:col")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("--strict", action="store_true", help="treat lint warnings as errors")
+    v.set_defaults(func=validate)
+    g = slo_sub.add_parser("generate", help="write rule files for the specs")
+    g.add_argument("files", nargs="+", metavar="FILE")
+    g.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory for the generated files (created if missing)",
+    )
+    g.add_argument(
+        "--format",
+        choices=("rules", "prometheusrule"),
+        default="rules",
+        help="Prometheus/Thanos/Mimir rule files, or prometheus-operator "
+        "PrometheusRule objects (default: %(default)s)",
+    )
+    g.set_defaults(func=generate)
+
+
+def _load(files: list[str]) -> tuple[list[Any], list[Any]] | None:
+    from slo_engine import SpecError, load_specs
+
+    try:
+        return load_specs(files)
+    except SpecError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Exit 0 when every spec is valid, 1 otherwise; warnings are printed either way."""
+    loaded = _load(args.files)
+    if loaded is None:
+        return 1
+    slos, warnings = loaded
+    for w in warnings:
+        print(w, file=sys.stderr)
+    if warnings and args.strict:
+        return 1
+    print(f"{len(slos)} SLO(s) valid in {len(args.files)} file(s)")
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Validate, then write the rules; nothing is written when any spec is invalid."""
+    from slo_engine import write_outputs
+
+    loaded = _load(args.files)
+    if loaded is None:
+        return 1
+    slos, warnings = loaded
+    for w in warnings:
+        print(w, file=sys.stderr)
+    for path in write_outputs(slos, list(args.files), args.output, args.format):
+        print(path)
+    return 0

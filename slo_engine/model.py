@@ -1,0 +1,48 @@
+"""The validated SLO model every input format (native, OpenSLO, Sloth) is turned into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AlertTier:
+    """One multi-window burn-rate tier: alert when ``budget_fraction`` of the budget would be
+    spent within ``long_window`` at the current rate, confirmed over ``short_window``."""
+
+    name: str
+    severity: str
+    budget_fraction: float
+    long_window: float  # seconds
+    short_window: float  # seconds
+
+    def factor(self, period: float) -> float:
+        """Burn-rate threshold for an SLO period (14.4 for page-fast over 30 days)."""
+        return self.budget_fraction * period / self.long_window
+
+
+@dataclass(frozen=True)
+class SLO:
+    """One objective over one SLI. Queries are PromQL giving per-second event rates over the
+    base window; every longer window is derived from their recorded results."""
+
+    name: str
+    service: str
+    objective: float  # ratio of good events, e.g. 0.999
+    period: float  # seconds
+    errors_query: str
+    total_query: str
+    tiers: tuple[AlertTier, ...]
+    description: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    min_events: int = 0
+    no_data_for: float = 600.0  # seconds
+    runbook_url: str = ""
+    source: str = ""  # file:line it came from
+    kind: str = "ratio"  # availability, latency, ratio
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def budget(self) -> float:
+        """The error budget as a ratio of events (0.001 for 99.9%)."""
+        return 1.0 - self.objective

@@ -1,0 +1,210 @@
+"""The native gpuslo SLO format: compact, for inference (availability, latency, cost).
+
+apiVersion: gpuslo/v1
+kind: SLOs
+defaults: {service: chat, window: 30d}
+slos:
+  - name: chat-ttft
+    objective: 99            # percent of requests
+    selector: {model: llama-3-70b}
+    latency: {metric: ttft, threshold: 500ms}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gpuslo import conventions as c
+
+from .durations import parse_duration
+from .errors import SpecError, SpecProblem
+from .model import SLO, AlertTier
+from .promql import bucket_le_matcher, matchers
+from .windows import DEFAULT_WINDOWS, load_tiers
+from .yamlpos import field_path, locate
+
+API_VERSION = "gpuslo/v1"
+KIND = "SLOs"
+BASE_WINDOW = "5m"
+SELECTOR_LABELS = (c.LABEL_MODEL, c.LABEL_TENANT, c.LABEL_NAMESPACE, c.LABEL_SERVER, c.LABEL_POD)
+LATENCY_METRICS = {
+    "ttft": c.TIME_TO_FIRST_TOKEN,
+    "tpot": c.TIME_PER_OUTPUT_TOKEN,
+    "e2e": c.REQUEST_DURATION,
+}
+Outcome = Literal["error", "rejected", "cancelled"]
+# A load-shedding 503 fails the user as surely as an error; a client cancel does not.
+DEFAULT_BAD: tuple[Outcome, ...] = ("error", "rejected")
+_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Availability(_Strict):
+    """Share of requests that did not fail."""
+
+    bad_outcomes: list[Outcome] = Field(default_factory=lambda: list(DEFAULT_BAD), min_length=1)
+
+
+class Latency(_Strict):
+    """Share of requests faster than a threshold, from a canonical request histogram."""
+
+    metric: Literal["ttft", "tpot", "e2e"]
+    threshold: str
+
+    @field_validator("threshold")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class Cost(_Strict):
+    """Cost per 1M tokens under a ceiling (its SLI comes with the cost model)."""
+
+    per_million_tokens: float = Field(gt=0)
+
+
+class Alerting(_Strict):
+    min_events: int = Field(default=0, ge=0)
+    no_data_for: str = "10m"
+    runbook_url: str = ""
+    windows: str | None = None  # a tiers file instead of the SRE workbook defaults
+
+
+class Defaults(_Strict):
+    service: str | None = None
+    window: str = "30d"
+    alerting: Alerting = Field(default_factory=Alerting)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NativeSLO(_Strict):
+    name: str = Field(pattern=_NAME, max_length=63)
+    service: str | None = None
+    description: str = ""
+    objective: float = Field(gt=0, lt=100, description="percent of good events")
+    window: str | None = None
+    selector: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    alerting: Alerting | None = None
+    availability: Availability | None = None
+    latency: Latency | None = None
+    cost: Cost | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(SELECTOR_LABELS))
+        if unknown:
+            raise ValueError(f"unknown label {unknown[0]!r}; use {', '.join(SELECTOR_LABELS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_sli(self) -> NativeSLO:
+        kinds = [k for k in ("availability", "latency", "cost") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one SLI: availability, latency or cost")
+        return self
+
+
+class NativeFile(_Strict):
+    apiVersion: Literal["gpuslo/v1"]
+    kind: Literal["SLOs"]
+    defaults: Defaults = Field(default_factory=Defaults)
+    slos: list[NativeSLO] = Field(min_length=1)
+
+
+def is_native(data: Any) -> bool:
+    """True for documents in this format."""
+    return isinstance(data, dict) and data.get("apiVersion") == API_VERSION
+
+
+def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
+    """Validate one native document and turn it into SLOs; SpecError lists every problem."""
+    name = str(path)
+    try:
+        spec = NativeFile.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = tuple(p for p in e["loc"] if isinstance(p, (str, int)))
+            line, col = locate(node, loc, key=e["type"] == "extra_forbidden")
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(SpecProblem(name, line, col, field_path(loc), msg))
+        raise SpecError(problems) from err
+    out, problems = [], []
+    for i, s in enumerate(spec.slos):
+        line, col = locate(node, ("slos", i))
+
+        def problem(field: str, message: str, i: int = i) -> SpecProblem:
+            ln, cl = locate(node, ("slos", i, field))
+            return SpecProblem(name, ln, cl, f"slos[{i}].{field}", message)
+
+        service = s.service or spec.defaults.service
+        if not service:
+            problems.append(problem("service", "no service, and no defaults.service"))
+            continue
+        if s.cost is not None:
+            problems.append(problem("cost", "cost SLIs need the cost model, not available yet"))
+            continue
+        alerting = s.alerting or spec.defaults.alerting
+        try:
+            windows = Path(path).parent / alerting.windows if alerting.windows else DEFAULT_WINDOWS
+            tiers: tuple[AlertTier, ...] = load_tiers(windows)
+        except SpecError as err:
+            problems += err.problems
+            continue
+        errors_q, total_q, kind = _queries(s)
+        out.append(
+            SLO(
+                name=s.name,
+                service=service,
+                objective=round(s.objective / 100.0, 12),
+                period=parse_duration(s.window or spec.defaults.window),
+                errors_query=errors_q,
+                total_query=total_q,
+                tiers=tiers,
+                description=s.description,
+                labels=tuple(sorted({**spec.defaults.labels, **s.labels}.items())),
+                min_events=alerting.min_events,
+                no_data_for=parse_duration(alerting.no_data_for),
+                runbook_url=alerting.runbook_url,
+                source=f"{name}:{line}:{col}",
+                kind=kind,
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+    return out
+
+
+def _queries(s: NativeSLO) -> tuple[str, str, str]:
+    sel = dict(sorted(s.selector.items()))
+    if s.availability is not None:
+        metric = c.REQUESTS_TOTAL
+        bad = "|".join(sorted(s.availability.bad_outcomes))
+        total = f"sum(rate({metric}{matchers(sel)}[{BASE_WINDOW}]))"
+        errors_sel = matchers(sel, extra=f'{c.LABEL_OUTCOME}=~"{bad}"')
+        # No error series yet means zero errors, not "no data".
+        errors = f"(sum(rate({metric}{errors_sel}[{BASE_WINDOW}])) or vector(0))"
+        return errors, total, "availability"
+    assert s.latency is not None
+    hist = LATENCY_METRICS[s.latency.metric]
+    threshold = parse_duration(s.latency.threshold)
+    total = f"sum(rate({hist}_count{matchers(sel)}[{BASE_WINDOW}]))"
+    good_sel = matchers(sel, extra=bucket_le_matcher(threshold))
+    good = f"sum(rate({hist}_bucket{good_sel}[{BASE_WINDOW}]))"
+    return f"({total} - {good})", total, "latency"

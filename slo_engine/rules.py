@@ -1,0 +1,166 @@
+"""SLOs -> Prometheus recording and alerting rules (pure: data in, data out).
+
+Cost model of the rules: each SLO's SLI queries run once per evaluation over the base window
+(5m), producing two single series (error and request rates). Every longer window, up to the
+SLO period, is derived from those recorded series as a ratio of sums over time, which is
+event-weighted (busy minutes weigh more than quiet ones) and never touches the
+high-cardinality raw series again.
+
+Derived windows lag the raw ``rate(x[W])`` by half the base window (2.5 min) at a step change,
+because each 5m rate is itself an average. The promtool tests pin down the exact firing minute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gpuslo import conventions as c
+
+from .durations import format_duration, parse_duration
+from .model import SLO
+from .promql import matchers, number
+
+BASE = "5m"
+REQUESTS = f"{c.RULE_PREFIX}slo_requests:rate{BASE}"
+ERRORS = f"{c.RULE_PREFIX}slo_errors:rate{BASE}"
+OBJECTIVE = f"{c.RULE_PREFIX}slo_objective:ratio"
+BUDGET_REMAINING = f"{c.RULE_PREFIX}slo_error_budget_remaining:ratio"
+ALERT_BURN = "GpusloBudgetBurn"
+ALERT_NO_DATA = "GpusloSLINoData"
+DEFAULT_RUNBOOK_BASE = "https://github.com/gpuslo/gpuslo/blob/main/runbooks"
+
+
+def error_ratio(window: str) -> str:
+    """Recorded error ratio over a window."""
+    return f"{c.RULE_PREFIX}slo_error_ratio:ratio_rate{window}"
+
+
+def burn_rate(window: str) -> str:
+    """Recorded burn rate over a window (error ratio / error budget)."""
+    return f"{c.RULE_PREFIX}slo_burn_rate:ratio_rate{window}"
+
+
+def windows(slo: SLO) -> list[str]:
+    """Every window the SLO needs, shortest first: the base, each tier's pair, the period."""
+    seconds = {parse_duration(BASE), slo.period}
+    for tier in slo.tiers:
+        seconds |= {tier.long_window, tier.short_window}
+    return [format_duration(s) for s in sorted(seconds)]
+
+
+def slo_labels(slo: SLO) -> dict[str, str]:
+    """Labels every series and alert of the SLO carries."""
+    return {c.LABEL_SLO: slo.name, c.LABEL_SERVICE: slo.service, **dict(slo.labels)}
+
+
+def recording_rules(slo: SLO) -> list[dict[str, Any]]:
+    """Base rates, error ratio and burn rate per window, objective and budget remaining."""
+    labels = slo_labels(slo)
+    sel = matchers({c.LABEL_SLO: slo.name})
+    budget = number(slo.budget)
+    rules: list[dict[str, Any]] = [
+        {"record": REQUESTS, "expr": slo.total_query, "labels": labels},
+        {"record": ERRORS, "expr": slo.errors_query, "labels": labels},
+    ]
+    for w in windows(slo):
+        if w == BASE:
+            expr = f"{ERRORS}{sel} / {REQUESTS}{sel}"
+        else:
+            expr = f"sum_over_time({ERRORS}{sel}[{w}]) / sum_over_time({REQUESTS}{sel}[{w}])"
+        rules.append({"record": error_ratio(w), "expr": expr, "labels": labels})
+    for w in windows(slo):
+        rules.append(
+            {"record": burn_rate(w), "expr": f"{error_ratio(w)}{sel} / {budget}", "labels": labels}
+        )
+    period = format_duration(slo.period)
+    rules.append(
+        {"record": OBJECTIVE, "expr": f"vector({number(slo.objective)})", "labels": labels}
+    )
+    rules.append(
+        {
+            "record": BUDGET_REMAINING,
+            "expr": f"1 - {error_ratio(period)}{sel} / {budget}",
+            "labels": labels,
+        }
+    )
+    return rules
+
+
+def alert_rules(slo: SLO) -> list[dict[str, Any]]:
+    """One burn-rate alert per tier, and an alert when the SLI has no data."""
+    sel = matchers({c.LABEL_SLO: slo.name})
+    period = format_duration(slo.period)
+    runbook = slo.runbook_url or f"{DEFAULT_RUNBOOK_BASE}/{slo.kind}-slo.md"
+    rules: list[dict[str, Any]] = []
+    for tier in slo.tiers:
+        long_w, short_w = format_duration(tier.long_window), format_duration(tier.short_window)
+        factor = number(tier.factor(slo.period))
+        expr = f"{burn_rate(long_w)}{sel} > {factor}\nand\n{burn_rate(short_w)}{sel} > {factor}"
+        if slo.min_events:
+            # Too few requests in the short window make one failure look like an outage.
+            expr += (
+                f"\nand\navg_over_time({REQUESTS}{sel}[{short_w}]) * "
+                f"{number(tier.short_window)} >= {slo.min_events}"
+            )
+        share = number(tier.budget_fraction * 100)
+        rules.append(
+            {
+                "alert": ALERT_BURN,
+                "expr": expr,
+                "labels": {
+                    c.LABEL_SEVERITY: tier.severity,
+                    **slo_labels(slo),
+                    c.LABEL_TIER: tier.name,
+                },
+                "annotations": {
+                    "summary": (
+                        f"SLO {slo.name} ({slo.service}) is burning its error budget "
+                        f"{factor}x too fast: {share}% of the {period} budget in {long_w}."
+                    ),
+                    "description": (
+                        f"Burn rate over {long_w} is {{{{ $value | humanize }}}}x (threshold "
+                        f"{factor}x, confirmed over {short_w}); objective "
+                        f"{number(slo.objective * 100)}% over {period}."
+                    ),
+                    "runbook_url": runbook,
+                },
+            }
+        )
+    rules.append(
+        {
+            "alert": ALERT_NO_DATA,
+            "expr": f"absent({REQUESTS}{sel})",
+            "for": format_duration(slo.no_data_for),
+            "labels": {c.LABEL_SEVERITY: "ticket", **slo_labels(slo), c.LABEL_TIER: "no-data"},
+            "annotations": {
+                "summary": f"SLO {slo.name} ({slo.service}) has no SLI data.",
+                "description": (
+                    f"{REQUESTS}{sel} has been absent for {format_duration(slo.no_data_for)}: "
+                    "the SLI's source series are missing, so the SLO cannot be evaluated."
+                ),
+                "runbook_url": f"{DEFAULT_RUNBOOK_BASE}/sli-no-data.md",
+            },
+        }
+    )
+    return rules
+
+
+def rule_groups(slos: Iterable[SLO]) -> list[dict[str, Any]]:
+    """Two groups per SLO: its recordings (evaluated in order) and its alerts."""
+    groups = []
+    for slo in sorted(slos, key=lambda s: s.name):
+        groups.append({"name": f"gpuslo-slo-{slo.name}-sli", "rules": recording_rules(slo)})
+        groups.append({"name": f"gpuslo-slo-{slo.name}-alerts", "rules": alert_rules(slo)})
+    return groups
+
+
+def inhibit_rules() -> list[dict[str, Any]]:
+    """Alertmanager inhibition: a page for an SLO silences its tickets."""
+    return [
+        {
+            "source_matchers": [f'alertname="{ALERT_BURN}"', 'severity="page"'],
+            "target_matchers": [f'alertname=~"{ALERT_BURN}|{ALERT_NO_DATA}"', 'severity="ticket"'],
+            "equal": [c.LABEL_SLO],
+        }
+    ]

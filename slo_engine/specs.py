@@ -1,0 +1,94 @@
+"""Read SLO spec files of any supported format into validated SLOs, with lint warnings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import SpecError, SpecProblem
+from .model import SLO
+from .native import is_native, load_native
+from .yamlpos import load_documents
+
+# A full outage should take at least this long to spend the whole budget, or the SLO pages
+# before anyone can react.
+MIN_BUDGET_SECONDS = 300.0
+
+
+def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem]]:
+    """Every SLO in the files and the lint warnings; SpecError lists every error of every file."""
+    slos: list[SLO] = []
+    problems: list[SpecProblem] = []
+    for path in paths:
+        try:
+            for data, node in load_documents(path):
+                if is_native(data):
+                    slos += load_native(path, data, node)
+                else:
+                    kind = data.get("apiVersion") if isinstance(data, dict) else type(data).__name__
+                    line = node.start_mark.line + 1
+                    problems.append(
+                        SpecProblem(
+                            str(path),
+                            line,
+                            1,
+                            "apiVersion",
+                            f"unsupported spec format {kind!r}; expected gpuslo/v1",
+                        )
+                    )
+        except SpecError as err:
+            problems += err.problems
+    seen: dict[str, SLO] = {}
+    for slo in slos:
+        if slo.name in seen:
+            path, line, col = slo.source.rsplit(":", 2)
+            problems.append(
+                SpecProblem(
+                    path,
+                    int(line),
+                    int(col),
+                    "name",
+                    f"SLO {slo.name!r} already defined at {seen[slo.name].source}",
+                )
+            )
+        seen[slo.name] = slo
+    if problems:
+        raise SpecError(problems)
+    return slos, lint(slos)
+
+
+def lint(slos: Iterable[SLO]) -> list[SpecProblem]:
+    """Warnings: tiers that can never fire, budgets a full outage spends in moments."""
+    out = []
+    for slo in slos:
+        path, line, col = slo.source.rsplit(":", 2)
+        at = (path, int(line), int(col))
+        max_burn = 1.0 / slo.budget  # every event failing
+        for tier in slo.tiers:
+            factor = tier.factor(slo.period)
+            if factor >= max_burn:
+                out.append(
+                    SpecProblem(
+                        *at,
+                        "objective",
+                        (
+                            f"tier {tier.name} can never fire: it needs a burn rate of "
+                            f"{factor:.4g}x but a total outage burns at {max_burn:.4g}x"
+                        ),
+                        "warning",
+                    )
+                )
+        outage = slo.period * slo.budget
+        if outage < MIN_BUDGET_SECONDS:
+            out.append(
+                SpecProblem(
+                    *at,
+                    "objective",
+                    (
+                        f"a full outage spends the whole budget in {outage:.0f} s; loosen the "
+                        "objective or lengthen the window"
+                    ),
+                    "warning",
+                )
+            )
+    return out

@@ -1,0 +1,77 @@
+"""Alert tiers as versioned data (``windows/*.yaml``), validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .durations import parse_duration
+from .errors import SpecError, SpecProblem
+from .model import AlertTier
+from .yamlpos import field_path, load_documents, locate
+
+DEFAULT_WINDOWS = Path(__file__).parent / "windows" / "sre-workbook.yaml"
+
+
+class _Tier(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    severity: Literal["page", "ticket"]
+    budget_fraction: float = Field(gt=0, le=1)
+    long_window: str
+    short_window: str
+
+    @field_validator("long_window", "short_window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class _Windows(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1]
+    tiers: list[_Tier] = Field(min_length=1)
+
+
+def load_tiers(path: str | Path = DEFAULT_WINDOWS) -> tuple[AlertTier, ...]:
+    """The tiers in a windows file; SpecError with file:line:col on any problem."""
+    data, node = load_documents(path)[0]
+    try:
+        spec = _Windows.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            line, col = locate(node, e["loc"], key=e["type"] == "extra_forbidden")
+            problems.append(SpecProblem(str(path), line, col, field_path(e["loc"]), e["msg"]))
+        raise SpecError(problems) from err
+    tiers = tuple(
+        AlertTier(
+            t.name,
+            t.severity,
+            t.budget_fraction,
+            parse_duration(t.long_window),
+            parse_duration(t.short_window),
+        )
+        for t in spec.tiers
+    )
+    problems = []
+    for i, t in enumerate(tiers):
+        if t.short_window >= t.long_window:
+            line, col = locate(node, ("tiers", i, "short_window"))
+            problems.append(
+                SpecProblem(
+                    str(path),
+                    line,
+                    col,
+                    f"tiers[{i}].short_window",
+                    "must be shorter than long_window",
+                )
+            )
+    if len({t.name for t in tiers}) != len(tiers):
+        problems.append(SpecProblem(str(path), 1, 1, "tiers", "tier names must be unique"))
+    if problems:
+        raise SpecError(problems)
+    return tiers

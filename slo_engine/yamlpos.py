@@ -1,0 +1,63 @@
+"""YAML with positions: load documents and find the line/column of any field path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SpecError, SpecProblem
+
+
+def load_documents(path: str | Path) -> list[tuple[Any, yaml.Node]]:
+    """Every document in the file as (plain data, node tree); YAML errors become SpecError."""
+    name = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise SpecError([SpecProblem(name, 1, 1, "file", err.strerror or str(err))]) from err
+    try:
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+        data = [yaml.safe_load(yaml.serialize(n)) for n in nodes]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError([SpecProblem(name, line, col, "yaml", problem)]) from err
+    if not nodes:
+        raise SpecError([SpecProblem(name, 1, 1, "file", "no YAML documents")])
+    return list(zip(data, nodes, strict=True))
+
+
+def locate(node: yaml.Node, loc: Sequence[str | int], key: bool = False) -> tuple[int, int]:
+    """1-based line and column of the value at ``loc`` (or of its key when ``key``), or of the
+    deepest ancestor that exists."""
+    current = node
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                if k.value == part:
+                    current = k if (last and key) else v
+                    break
+            else:
+                break
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(current.value):
+                current = current.value[part]
+            else:
+                break
+        else:
+            break
+    mark = current.start_mark
+    return mark.line + 1, mark.column + 1
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """``("slos", 0, "objective")`` -> ``slos[0].objective``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
