@@ -114,9 +114,8 @@ class NativeSLO(_Strict):
 
     @model_validator(mode="after")
     def _one_sli(self) -> NativeSLO:
-        kinds = [k for k in ("availability", "latency", "cost") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("give exactly one SLI: availability, latency or cost")
+        if sum(getattr(self, k) is not None for k in _SLI_KINDS) != 1:
+            raise ValueError(_ONE_SLI)
         return self
 
 
@@ -138,13 +137,13 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
     try:
         spec = NativeFile.model_validate(data)
     except ValidationError as err:
-        problems = []
+        found = set(_sli_count_problems(name, data, node))
         for e in err.errors():
             loc = tuple(p for p in e["loc"] if isinstance(p, (str, int)))
             line, col = locate(node, loc, key=e["type"] == "extra_forbidden")
             msg = e["msg"].removeprefix("Value error, ")
-            problems.append(SpecProblem(name, line, col, field_path(loc), msg))
-        raise SpecError(problems) from err
+            found.add(SpecProblem(name, line, col, field_path(loc), msg))
+        raise SpecError(sorted(found)) from err
     out, problems = [], []
     for i, s in enumerate(spec.slos):
         line, col = locate(node, ("slos", i))
@@ -188,6 +187,22 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
         )
     if problems:
         raise SpecError(problems)
+    return out
+
+
+_SLI_KINDS = ("availability", "latency", "cost")
+_ONE_SLI = "give exactly one SLI: availability, latency or cost"
+
+
+def _sli_count_problems(name: str, data: Any, node: Any) -> list[SpecProblem]:
+    """The one-SLI rule on the raw document, so it is reported beside field errors (pydantic
+    skips model validators once a field fails)."""
+    slos = data.get("slos") if isinstance(data, dict) else None
+    out = []
+    for i, entry in enumerate(slos if isinstance(slos, list) else []):
+        if isinstance(entry, dict) and sum(k in entry for k in _SLI_KINDS) != 1:
+            line, col = locate(node, ("slos", i))
+            out.append(SpecProblem(name, line, col, f"slos[{i}]", _ONE_SLI))
     return out
 
 
