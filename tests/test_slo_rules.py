@@ -2,7 +2,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from slo_engine import load_specs, rule_groups, write_outputs
@@ -34,8 +33,9 @@ def test_the_same_specs_give_byte_identical_files(tmp_path):
 def test_promtool_accepts_every_generated_rule_file(tmp_path):
     promtool = need("promtool")
     rules, _ = generate(tmp_path)
-    out = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 75 rules found" in out.stdout
 
@@ -49,8 +49,9 @@ def test_prometheusrule_wraps_the_same_groups_and_promtool_accepts_them(tmp_path
     assert doc["spec"]["groups"] == rule_groups(slos)
     plain = tmp_path / "spec-groups.yaml"
     plain.write_text(yaml.safe_dump({"groups": doc["spec"]["groups"]}))
-    out = subprocess.run([promtool, "check", "rules", str(plain)], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [promtool, "check", "rules", str(plain)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -64,8 +65,9 @@ def test_amtool_accepts_the_inhibition_rules_in_an_alertmanager_config(tmp_path)
     }
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
-    out = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert " - 1 inhibit rules" in out.stdout
 
@@ -79,13 +81,22 @@ def test_burn_factors_follow_the_workbook_for_30_days_and_rescale_for_28():
     slos, _ = load_specs([EXAMPLE])
     groups = rule_groups(slos)
     thirty = alerts(groups, "chat-availability")
-    assert [thirty[t]["expr"].split(" > ")[1].split()[0] for t in
-            ("page-fast", "page-slow", "ticket-fast", "ticket-slow")] == ["14.4", "6", "3", "1"]
+    assert [
+        thirty[t]["expr"].split(" > ")[1].split()[0]
+        for t in ("page-fast", "page-slow", "ticket-fast", "ticket-slow")
+    ] == ["14.4", "6", "3", "1"]
     eight = alerts(groups, "chat-e2e-premium")
-    assert "> 13.44" in eight["page-fast"]["expr"] and "> 0.933333333333" in eight["ticket-slow"]["expr"]
+    assert (
+        "> 13.44" in eight["page-fast"]["expr"]
+        and "> 0.933333333333" in eight["ticket-slow"]["expr"]
+    )
     page = thirty["page-fast"]
-    assert page["labels"] == {"severity": "page", "slo": "chat-availability", "service": "chat",
-                              "tier": "page-fast"}
+    assert page["labels"] == {
+        "severity": "page",
+        "slo": "chat-availability",
+        "service": "chat",
+        "tier": "page-fast",
+    }
     assert "2% of the 30d budget in 1h" in page["annotations"]["summary"]
     assert page["annotations"]["runbook_url"].startswith("https://")
     assert "* 300 >= 100" in page["expr"]  # minimum events over the 5m short window
@@ -97,8 +108,10 @@ def test_long_windows_are_ratios_of_sums_of_the_recorded_base_rates():
     sli = rule_groups(slos)[0]["rules"]
     by_record = {r["record"]: r["expr"] for r in sli}
     one_day = by_record["gpuslo:slo_error_ratio:ratio_rate1d"]
-    assert one_day == ('sum_over_time(gpuslo:slo_errors:rate5m{slo="chat-availability"}[1d]) / '
-                       'sum_over_time(gpuslo:slo_requests:rate5m{slo="chat-availability"}[1d])')
+    assert one_day == (
+        'sum_over_time(gpuslo:slo_errors:rate5m{slo="chat-availability"}[1d]) / '
+        'sum_over_time(gpuslo:slo_requests:rate5m{slo="chat-availability"}[1d])'
+    )
     raw = [e for r, e in by_record.items() if "gen_ai_server" in e]
     assert len(raw) == 2 and all("[5m]" in e for e in raw)  # raw series read once, over 5m
 
@@ -107,7 +120,11 @@ def test_cli_generate_writes_nothing_when_a_spec_is_invalid(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: gpuslo/v1\nkind: SLOs\nslos: []\n")
     out_dir = tmp_path / "out"
-    out = subprocess.run([sys.executable, "-m", "gpuslo", "slo", "generate", str(bad), "-o",
-                          str(out_dir)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpuslo", "slo", "generate", str(bad), "-o", str(out_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "slos: List should have at least 1 item" in out.stderr
     assert not out_dir.exists()

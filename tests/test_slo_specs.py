@@ -43,15 +43,24 @@ def test_a_bad_value_is_reported_at_its_line_and_column(tmp_path):
 
 
 def test_an_unknown_field_is_reported_at_its_key_never_ignored(tmp_path):
-    p = spec(tmp_path, HEAD + "  - name: a\n    objective: 99\n    objectve: 98\n    availability: {}\n")
+    p = spec(
+        tmp_path, HEAD + "  - name: a\n    objective: 99\n    objectve: 98\n    availability: {}\n"
+    )
     assert problems(p) == [f"{p}:7:5: slos[0].objectve: Extra inputs are not permitted"]
 
 
 def test_every_problem_in_every_file_is_reported_at_once(tmp_path):
-    a = spec(tmp_path, HEAD + "  - name: a\n    objective: 99\n    window: 30 days\n"
-             "    availability: {}\n", "a.yaml")
-    b = spec(tmp_path, HEAD + "  - name: b\n    objective: 99\n    selector: {region: eu}\n"
-             "    latency: {metric: ttft, threshold: 500ms}\n    availability: {}\n", "b.yaml")
+    a = spec(
+        tmp_path,
+        HEAD + "  - name: a\n    objective: 99\n    window: 30 days\n    availability: {}\n",
+        "a.yaml",
+    )
+    b = spec(
+        tmp_path,
+        HEAD + "  - name: b\n    objective: 99\n    selector: {region: eu}\n"
+        "    latency: {metric: ttft, threshold: 500ms}\n    availability: {}\n",
+        "b.yaml",
+    )
     out = problems(a, b)
     assert len(out) == 3
     assert out[0].startswith(f"{a}:7:13: slos[0].window: not a duration like 5m")
@@ -82,36 +91,55 @@ def test_a_missing_file_is_one_clear_problem(tmp_path):
 def test_cost_slis_are_refused_until_the_cost_model_exists(tmp_path):
     p = spec(tmp_path, HEAD + "  - name: c\n    objective: 99\n    cost: {per_million_tokens: 2}\n")
     assert problems(p) == [
-        f"{p}:7:11: slos[0].cost: cost SLIs need the cost model, not available yet"]
+        f"{p}:7:11: slos[0].cost: cost SLIs need the cost model, not available yet"
+    ]
 
 
 def test_lint_warns_about_tiers_that_can_never_fire_and_budgets_gone_in_seconds(tmp_path):
-    p = spec(tmp_path, HEAD + "  - name: loose\n    objective: 80\n    availability: {}\n"
-             "  - name: tight\n    objective: 99.9999\n    window: 1d\n    availability: {}\n")
-    slos, warnings = load_specs([p])
+    p = spec(
+        tmp_path,
+        HEAD + "  - name: loose\n    objective: 80\n    availability: {}\n"
+        "  - name: tight\n    objective: 99.9999\n    window: 1d\n    availability: {}\n",
+    )
+    _, warnings = load_specs([p])
     text = [str(w) for w in warnings]
     # 80% objective: a total outage burns at 5x, so the 14.4x and 6x page tiers cannot fire.
     assert sum("loose" in s or ":5:5:" in s for s in text if "can never fire" in s) == 2
     assert any("tier page-fast can never fire" in s for s in text)
-    assert any(s.startswith(f"{p}:8:5: warning: objective: a full outage spends the whole budget "
-                            "in 0 s") for s in text)
+    assert any(
+        s.startswith(f"{p}:8:5: warning: objective: a full outage spends the whole budget in 0 s")
+        for s in text
+    )
 
 
 def test_windows_files_are_validated_like_specs(tmp_path):
-    w = spec(tmp_path, "version: 1\ntiers:\n  - name: fast\n    severity: page\n"
-             "    budget_fraction: 0.02\n    long_window: 5m\n    short_window: 1h\n", "w.yaml")
+    w = spec(
+        tmp_path,
+        "version: 1\ntiers:\n  - name: fast\n    severity: page\n"
+        "    budget_fraction: 0.02\n    long_window: 5m\n    short_window: 1h\n",
+        "w.yaml",
+    )
     with pytest.raises(SpecError) as err:
         load_tiers(w)
     assert [str(p) for p in err.value.problems] == [
-        f"{w}:7:19: tiers[0].short_window: must be shorter than long_window"]
+        f"{w}:7:19: tiers[0].short_window: must be shorter than long_window"
+    ]
 
 
 def test_cli_validate_prints_problems_one_per_line_and_exits_1(tmp_path):
     p = spec(tmp_path, HEAD + "  - name: a\n    objective: 120\n    availability: {}\n")
-    out = subprocess.run([sys.executable, "-m", "gpuslo", "slo", "validate", str(p)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpuslo", "slo", "validate", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert out.stderr.strip() == f"{p}:6:16: slos[0].objective: Input should be less than 100"
-    ok = subprocess.run([sys.executable, "-m", "gpuslo", "slo", "validate", str(EXAMPLE)],
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "gpuslo", "slo", "validate", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0 and "3 SLO(s) valid" in ok.stdout
