@@ -40,7 +40,20 @@ class SLO:
     runbook_url: str = ""
     source: str = ""  # file:line it came from
     kind: str = "ratio"  # availability, latency, ratio
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
+    # Alerting as an imported spec asks for it (Sloth keeps its users' routing working).
+    alert_name: str = "GpusloBudgetBurn"
+    severity_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    severity_annotations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    disabled_severities: frozenset[str] = field(default_factory=frozenset)
+
+    def labels_for(self, severity: str) -> dict[str, str]:
+        """Extra alert labels for one severity (page or ticket)."""
+        return dict(dict(self.severity_labels).get(severity, ()))
+
+    def annotations_for(self, severity: str) -> dict[str, str]:
+        """Extra alert annotations for one severity, over the SLO-wide ones."""
+        return {**dict(self.annotations), **dict(dict(self.severity_annotations).get(severity, ()))}
 
     @property
     def budget(self) -> float:

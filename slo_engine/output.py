@@ -68,7 +68,7 @@ def write_outputs(
     inhibit.write_text(
         HEADER.format(sources=", ".join(Path(s).name for s in sources))
         + "# Merge into alertmanager.yml: a page for an SLO silences that SLO's tickets.\n"
-        + dump({"inhibit_rules": inhibit_rules()})
+        + dump({"inhibit_rules": inhibit_rules(slos)})
     )
     written.append(inhibit)
     return written

@@ -94,6 +94,8 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
     runbook = slo.runbook_url or f"{DEFAULT_RUNBOOK_BASE}/{slo.kind}-slo.md"
     rules: list[dict[str, Any]] = []
     for tier in slo.tiers:
+        if tier.severity in slo.disabled_severities:
+            continue
         long_w, short_w = format_duration(tier.long_window), format_duration(tier.short_window)
         factor = number(tier.factor(slo.period))
         expr = f"{burn_rate(long_w)}{sel} > {factor}\nand\n{burn_rate(short_w)}{sel} > {factor}"
@@ -106,12 +108,13 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
         share = number(tier.budget_fraction * 100)
         rules.append(
             {
-                "alert": ALERT_BURN,
+                "alert": slo.alert_name,
                 "expr": expr,
                 "labels": {
                     c.LABEL_SEVERITY: tier.severity,
                     **slo_labels(slo),
                     c.LABEL_TIER: tier.name,
+                    **slo.labels_for(tier.severity),
                 },
                 "annotations": {
                     "summary": (
@@ -124,7 +127,8 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
                         f"{number(slo.objective * 100)}% over {period}."
                     ),
                     "runbook_url": runbook,
-                },
+                }
+                | slo.annotations_for(tier.severity),
             }
         )
     rules.append(
@@ -155,12 +159,22 @@ def rule_groups(slos: Iterable[SLO]) -> list[dict[str, Any]]:
     return groups
 
 
-def inhibit_rules() -> list[dict[str, Any]]:
-    """Alertmanager inhibition: a page for an SLO silences its tickets."""
+def inhibit_rules(slos: Iterable[SLO]) -> list[dict[str, Any]]:
+    """Alertmanager inhibition: a page for an SLO silences its tickets. Matches on our ``tier``
+    label, which imported specs cannot override (their ``severity`` may be anything)."""
+    slos = list(slos)
+    names = sorted({s.alert_name for s in slos})
+    pages = sorted({t.name for s in slos for t in s.tiers if t.severity == "page"})
+    tickets = sorted({t.name for s in slos for t in s.tiers if t.severity == "ticket"})
+    if not names or not pages:
+        return []
     return [
         {
-            "source_matchers": [f'alertname="{ALERT_BURN}"', 'severity="page"'],
-            "target_matchers": [f'alertname=~"{ALERT_BURN}|{ALERT_NO_DATA}"', 'severity="ticket"'],
+            "source_matchers": [f'alertname=~"{"|".join(names)}"', f'tier=~"{"|".join(pages)}"'],
+            "target_matchers": [
+                f'alertname=~"{"|".join([*names, ALERT_NO_DATA])}"',
+                f'tier=~"{"|".join([*tickets, "no-data"])}"',
+            ],
             "equal": [c.LABEL_SLO],
         }
     ]

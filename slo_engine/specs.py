@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import SpecError, SpecProblem
 from .model import SLO
 from .native import is_native, load_native
+from .sloth import is_sloth, load_sloth
 from .yamlpos import load_documents
 
 # A full outage should take at least this long to spend the whole budget, or the SLO pages
@@ -19,11 +20,16 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
     """Every SLO in the files and the lint warnings; SpecError lists every error of every file."""
     slos: list[SLO] = []
     problems: list[SpecProblem] = []
+    sloth_warnings: list[SpecProblem] = []
     for path in paths:
         try:
             for data, node in load_documents(path):
                 if is_native(data):
                     slos += load_native(path, data, node)
+                elif is_sloth(data):
+                    found, warned = load_sloth(path, data, node)
+                    slos += found
+                    sloth_warnings += warned
                 else:
                     kind = data.get("apiVersion") if isinstance(data, dict) else type(data).__name__
                     line = node.start_mark.line + 1
@@ -33,7 +39,8 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
                             line,
                             1,
                             "apiVersion",
-                            f"unsupported spec format {kind!r}; expected gpuslo/v1",
+                            f"unsupported spec format {kind!r}; expected gpuslo/v1 or Sloth "
+                            "prometheus/v1",
                         )
                     )
         except SpecError as err:
@@ -54,7 +61,7 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
         seen[slo.name] = slo
     if problems:
         raise SpecError(problems)
-    return slos, lint(slos)
+    return slos, sloth_warnings + lint(slos)
 
 
 def lint(slos: Iterable[SLO]) -> list[SpecProblem]:
