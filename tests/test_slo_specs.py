@@ -80,7 +80,10 @@ def test_yaml_syntax_errors_and_unknown_formats_are_located(tmp_path):
     other = spec(tmp_path, "apiVersion: v9\nkind: X\n", "other.yaml")
     out = problems(broken, other)
     assert out[0].startswith(f"{broken}:6:1: yaml:")
-    assert out[1] == f"{other}:1:1: apiVersion: unsupported spec format 'v9'; expected gpuslo/v1"
+    assert out[1] == (
+        f"{other}:1:1: apiVersion: unsupported spec format 'v9'; expected gpuslo/v1 or Sloth "
+        "prometheus/v1"
+    )
 
 
 def test_a_missing_file_is_one_clear_problem(tmp_path):
