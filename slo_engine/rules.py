@@ -151,12 +151,13 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
 
 
 def rule_groups(slos: Iterable[SLO]) -> list[dict[str, Any]]:
-    """Two groups per SLO: its recordings (evaluated in order) and its alerts."""
-    groups = []
-    for slo in sorted(slos, key=lambda s: s.name):
-        groups.append({"name": f"gpuslo-slo-{slo.name}-sli", "rules": recording_rules(slo)})
-        groups.append({"name": f"gpuslo-slo-{slo.name}-alerts", "rules": alert_rules(slo)})
-    return groups
+    """One group per SLO: recordings, then the alerts that read them. Rules in a group run in
+    order at one timestamp; separate groups run in no set order, so alerts there could read
+    the previous evaluation's recordings."""
+    return [
+        {"name": f"gpuslo-slo-{slo.name}", "rules": recording_rules(slo) + alert_rules(slo)}
+        for slo in sorted(slos, key=lambda s: s.name)
+    ]
 
 
 def inhibit_rules(slos: Iterable[SLO]) -> list[dict[str, Any]]:
