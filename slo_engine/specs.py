@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .errors import SpecError, SpecProblem
 from .model import SLO
 from .native import is_native, load_native
+from .openslo import is_openslo, load_openslo
 from .sloth import is_sloth, load_sloth
 from .yamlpos import load_documents
 
@@ -21,11 +23,14 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
     slos: list[SLO] = []
     problems: list[SpecProblem] = []
     sloth_warnings: list[SpecProblem] = []
+    openslo_docs: list[tuple[str, Any, Any]] = []
     for path in paths:
         try:
             for data, node in load_documents(path):
                 if is_native(data):
                     slos += load_native(path, data, node)
+                elif is_openslo(data):
+                    openslo_docs.append((str(path), data, node))
                 elif is_sloth(data):
                     found, warned = load_sloth(path, data, node)
                     slos += found
@@ -39,10 +44,17 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
                             line,
                             1,
                             "apiVersion",
-                            f"unsupported spec format {kind!r}; expected gpuslo/v1 or Sloth "
-                            "prometheus/v1",
+                            f"unsupported spec format {kind!r}; expected gpuslo/v1, "
+                            "openslo/v1 or Sloth prometheus/v1",
                         )
                     )
+        except SpecError as err:
+            problems += err.problems
+    if openslo_docs:
+        try:
+            found, warned = load_openslo(openslo_docs)
+            slos += found
+            sloth_warnings += warned
         except SpecError as err:
             problems += err.problems
     seen: dict[str, SLO] = {}

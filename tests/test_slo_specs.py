@@ -81,8 +81,8 @@ def test_yaml_syntax_errors_and_unknown_formats_are_located(tmp_path):
     out = problems(broken, other)
     assert out[0].startswith(f"{broken}:6:1: yaml:")
     assert out[1] == (
-        f"{other}:1:1: apiVersion: unsupported spec format 'v9'; expected gpuslo/v1 or Sloth "
-        "prometheus/v1"
+        f"{other}:1:1: apiVersion: unsupported spec format 'v9'; expected gpuslo/v1, "
+        "openslo/v1 or Sloth prometheus/v1"
     )
 
 
