@@ -29,6 +29,19 @@ def add_parser(sub: Any) -> None:
     v = slo_sub.add_parser("validate", help="check specs; print every problem as file:line:col")
     v.add_argument("files", nargs="+", metavar="FILE")
     v.add_argument("--strict", action="store_true", help="treat lint warnings as errors")
+    v.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="also lint against live data: latency thresholds must be bucket "
+        "boundaries, and traffic must fill the shortest alert window",
+    )
+    v.add_argument(
+        "--min-events",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --prometheus: warn below N events per short window (default: %(default)s)",
+    )
     v.set_defaults(func=validate)
     g = slo_sub.add_parser("generate", help="write rule files for the specs")
     g.add_argument("files", nargs="+", metavar="FILE")
@@ -67,6 +80,14 @@ def validate(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     slos, warnings = loaded
+    if args.prometheus:
+        from slo_engine.live_lint import PrometheusUnreachable, lint_live
+
+        try:
+            warnings = warnings + lint_live(slos, args.prometheus, args.min_events)
+        except PrometheusUnreachable as err:
+            print(f"gpuslo slo validate: error: {err}", file=sys.stderr)
+            return 1
     for w in warnings:
         print(w, file=sys.stderr)
     if warnings and args.strict:

@@ -40,6 +40,10 @@ class SLO:
     runbook_url: str = ""
     source: str = ""  # file:line it came from
     kind: str = "ratio"  # availability, latency, ratio
+    # Latency SLIs: the histogram, selector and threshold, for the bucket-boundary lint.
+    histogram: str = ""
+    selector: tuple[tuple[str, str], ...] = ()
+    threshold: float = 0.0
     # Alerting as an imported spec asks for it (Sloth keeps its users' routing working).
     alert_name: str = "GpusloBudgetBurn"
     severity_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()

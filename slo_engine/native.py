@@ -183,6 +183,9 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
                 runbook_url=alerting.runbook_url,
                 source=f"{name}:{line}:{col}",
                 kind=kind,
+                histogram=LATENCY_METRICS[s.latency.metric] if s.latency else "",
+                selector=tuple(sorted(s.selector.items())),
+                threshold=parse_duration(s.latency.threshold) if s.latency else 0.0,
             )
         )
     if problems:
