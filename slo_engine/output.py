@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,9 +44,17 @@ def rules_document(slos: list[SLO], fmt: Format, name: str) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": f"gpuslo-{name}", "labels": {"app.kubernetes.io/part-of": "gpuslo"}},
+        "metadata": {
+            "name": _k8s_name(f"gpuslo-{name}"),
+            "labels": {"app.kubernetes.io/part-of": "gpuslo"},
+        },
         "spec": {"groups": groups},
     }
+
+
+def _k8s_name(text: str) -> str:
+    """A DNS-1123 object name from a file stem (``My_SLOs`` -> ``my-slos``)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:253] or "gpuslo"
 
 
 def write_outputs(

@@ -55,6 +55,14 @@ def test_prometheusrule_wraps_the_same_groups_and_promtool_accepts_them(tmp_path
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_prometheusrule_names_are_valid_kubernetes_names(tmp_path):
+    odd = tmp_path / "Team_SLOs.v2.yaml"
+    odd.write_text(EXAMPLE.read_text())
+    slos, _ = load_specs([odd])
+    (pr, _) = write_outputs(slos, [str(odd)], tmp_path / "out", "prometheusrule")
+    assert yaml.safe_load(pr.read_text())["metadata"]["name"] == "gpuslo-team-slos-v2"
+
+
 def test_amtool_accepts_the_inhibition_rules_in_an_alertmanager_config(tmp_path):
     amtool = need("amtool")
     _, inhibit = generate(tmp_path)
