@@ -24,7 +24,7 @@ from .errors import SpecError, SpecProblem
 from .model import SLO, AlertTier
 from .promql import bucket_le_matcher, matchers
 from .windows import DEFAULT_WINDOWS, load_tiers
-from .yamlpos import field_path, locate
+from .yamlpos import locate, validation_problems
 
 API_VERSION = "gpuslo/v1"
 KIND = "SLOs"
@@ -137,12 +137,7 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
     try:
         spec = NativeFile.model_validate(data)
     except ValidationError as err:
-        found = set(_sli_count_problems(name, data, node))
-        for e in err.errors():
-            loc = tuple(p for p in e["loc"] if isinstance(p, (str, int)))
-            line, col = locate(node, loc, key=e["type"] == "extra_forbidden")
-            msg = e["msg"].removeprefix("Value error, ")
-            found.add(SpecProblem(name, line, col, field_path(loc), msg))
+        found = {*_sli_count_problems(name, data, node), *validation_problems(name, node, err)}
         raise SpecError(sorted(found)) from err
     out, problems = [], []
     for i, s in enumerate(spec.slos):

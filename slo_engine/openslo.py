@@ -11,7 +11,6 @@ at their place in the file. Nothing is silently ignored.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +21,7 @@ from .errors import SpecError, SpecProblem
 from .model import SLO, AlertTier
 from .native import BASE_WINDOW
 from .windows import DEFAULT_WINDOWS, load_tiers
-from .yamlpos import field_path, locate
+from .yamlpos import field_path, locate, validation_problems
 
 API_VERSION = "openslo/v1"
 KINDS = ("SLO", "SLI", "AlertPolicy", "AlertCondition", "Service", "DataSource")
@@ -162,28 +161,19 @@ def is_openslo(data: Any) -> bool:
     return isinstance(data, dict) and data.get("apiVersion") == API_VERSION
 
 
-def _problems(
-    path: str, node: Any, err: ValidationError, prefix: tuple[Any, ...] = ()
-) -> Iterator[SpecProblem]:
-    for e in err.errors():
-        loc = prefix + tuple(p for p in e["loc"] if isinstance(p, (str, int)))
-        line, col = locate(node, loc, key=e["type"] == "extra_forbidden")
-        yield SpecProblem(path, line, col, field_path(loc), e["msg"].removeprefix("Value error, "))
-
-
 def parse_document(path: str, data: Any, node: Any) -> _Loaded:
     """Validate one document's envelope and its kind's spec."""
     try:
         doc = _Doc.model_validate(data)
     except ValidationError as err:
-        raise SpecError(list(_problems(path, node, err))) from err
+        raise SpecError(validation_problems(path, node, err)) from err
     model = _SPECS.get(doc.kind)
     if model is None:
         return _Loaded(path, node, doc, doc.spec)
     try:
         spec = model.model_validate(doc.spec)
     except ValidationError as err:
-        raise SpecError(list(_problems(path, node, err, ("spec",)))) from err
+        raise SpecError(validation_problems(path, node, err, ("spec",))) from err
     return _Loaded(path, node, doc, spec)
 
 

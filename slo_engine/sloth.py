@@ -21,7 +21,7 @@ from .errors import SpecError, SpecProblem
 from .model import SLO
 from .native import BASE_WINDOW
 from .windows import DEFAULT_WINDOWS, load_tiers
-from .yamlpos import field_path, locate
+from .yamlpos import locate, validation_problems
 
 VERSION = "prometheus/v1"
 SLOTH_DEFAULT_PERIOD = "30d"  # Sloth's --default-slo-period
@@ -93,12 +93,7 @@ def load_sloth(path: str | Path, data: Any, node: Any) -> tuple[list[SLO], list[
     try:
         spec = _SlothFile.model_validate(data)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            loc = tuple(p for p in e["loc"] if isinstance(p, (str, int)))
-            line, col = locate(node, loc, key=e["type"] == "extra_forbidden")
-            problems.append(SpecProblem(name, line, col, field_path(loc), e["msg"]))
-        raise SpecError(problems) from err
+        raise SpecError(validation_problems(name, node, err)) from err
     tiers = load_tiers(DEFAULT_WINDOWS)
     slos, problems, warnings = [], [], []
     for i, s in enumerate(spec.slos):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .durations import parse_duration
 from .errors import SpecError, SpecProblem
 from .model import AlertTier
-from .yamlpos import field_path, load_documents, locate
+from .yamlpos import load_documents, locate, validation_problems
 
 DEFAULT_WINDOWS = Path(__file__).parent / "windows" / "sre-workbook.yaml"
 
@@ -42,11 +42,7 @@ def load_tiers(path: str | Path = DEFAULT_WINDOWS) -> tuple[AlertTier, ...]:
     try:
         spec = _Windows.model_validate(data)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            line, col = locate(node, e["loc"], key=e["type"] == "extra_forbidden")
-            problems.append(SpecProblem(str(path), line, col, field_path(e["loc"]), e["msg"]))
-        raise SpecError(problems) from err
+        raise SpecError(validation_problems(str(path), node, err)) from err
     tiers = tuple(
         AlertTier(
             t.name,

@@ -55,6 +55,19 @@ def locate(node: yaml.Node, loc: Sequence[str | int], key: bool = False) -> tupl
     return mark.line + 1, mark.column + 1
 
 
+def validation_problems(
+    path: str, node: yaml.Node, err: Any, prefix: Sequence[str | int] = ()
+) -> list[SpecProblem]:
+    """A pydantic ValidationError as located problems; an unknown field points at its key."""
+    out = []
+    for e in err.errors():
+        loc = (*prefix, *(p for p in e["loc"] if isinstance(p, (str, int))))
+        line, col = locate(node, loc, key=e["type"] == "extra_forbidden")
+        message = e["msg"].removeprefix("Value error, ")
+        out.append(SpecProblem(path, line, col, field_path(loc), message))
+    return out
+
+
 def field_path(loc: Sequence[str | int]) -> str:
     """``("slos", 0, "objective")`` -> ``slos[0].objective``."""
     out = ""

@@ -65,6 +65,34 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
             time.sleep(0.1)
 
 
+def start_prometheus(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]], job: str, target: str
+) -> str:
+    """A real Prometheus on loopback scraping ``target`` every second; returns its URL once
+    ready. Stopped with the test's other processes."""
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s}\nscrape_configs:\n"
+        f"- job_name: {job}\n  static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    procs.append(
+        subprocess.Popen(
+            [
+                need("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/-/ready")
+    return url
+
+
 @pytest.fixture
 def process() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Processes started by a test, stopped when it ends."""

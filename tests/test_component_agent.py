@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from collectors import Agent, GpuCollector, InfinibandCollector
 from collectors.backends import SimBackend
 from gpuslo import conventions as c
-from tests.conftest import SYSFS, free_port, need, wait_http
+from tests.conftest import SYSFS, free_port, need, start_prometheus, wait_http
 
 pytestmark = pytest.mark.component
 
@@ -68,8 +68,7 @@ def query(base, promql):
 
 
 def test_a_real_prometheus_scrapes_the_agent(tmp_path, process):
-    prometheus = need("prometheus")
-    agent_port, prom_port = free_port(), free_port()
+    agent_port = free_port()
     process.append(
         subprocess.Popen(
             [
@@ -92,26 +91,7 @@ def test_a_real_prometheus_scrapes_the_agent(tmp_path, process):
             stderr=subprocess.DEVNULL,
         )
     )
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"- job_name: gpuslo\n  static_configs: [{{targets: ['127.0.0.1:{agent_port}']}}]\n"
-    )
-    process.append(
-        subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    base = f"http://127.0.0.1:{prom_port}"
-    wait_http(base + "/-/ready")
+    base = start_prometheus(tmp_path, process, "gpuslo", f"127.0.0.1:{agent_port}")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         up = query(base, 'up{job="gpuslo"}')

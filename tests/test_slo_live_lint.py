@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from slo_engine.live_lint import query
-from tests.conftest import free_port, need, wait_http
+from tests.conftest import free_port, start_prometheus
 
 pytestmark = pytest.mark.component
 
@@ -77,26 +77,7 @@ def prometheus(tmp_path, process):
 
     target = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=target.serve_forever, daemon=True).start()
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s}\nscrape_configs:\n- job_name: t\n"
-        f"  static_configs: [{{targets: ['127.0.0.1:{target.server_address[1]}']}}]\n"
-    )
-    process.append(
-        subprocess.Popen(
-            [
-                need("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'db'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/-/ready")
+    url = start_prometheus(tmp_path, process, "t", f"127.0.0.1:{target.server_address[1]}")
     deadline = time.monotonic() + 30  # until rate() has two samples of the busy model
     while not query(url, 'sum(rate(gen_ai_server_requests_total{model="busy"}[5m])) > 0'):
         assert time.monotonic() < deadline, "Prometheus never scraped the target"
