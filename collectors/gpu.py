@@ -58,7 +58,7 @@ class GpuCollector:
         self._attributor = attributor
         self._procfs = procfs
         self._driver: DriverInfo | None = None
-        self._xids: dict[tuple[str, int], int] = {}
+        self._xids: dict[str, dict[int, int]] = {}  # GPU UUID -> XID code -> count
         self._last_xid: dict[str, int] = {}
 
     def _ensure_open(self) -> DriverInfo:
@@ -80,8 +80,8 @@ class GpuCollector:
         driver = self._ensure_open()
         samples = self.backend.sample()
         for event in self.backend.drain_xid_events():
-            key = (event.uuid, event.xid)
-            self._xids[key] = self._xids.get(key, 0) + 1
+            counts = self._xids.setdefault(event.uuid, {})
+            counts[event.xid] = counts.get(event.xid, 0) + 1
             self._last_xid[event.uuid] = event.xid
         holders: Mapping[str, list[PodRef]] = self._attributor.holders() if self._attributor else {}
         return self._families(samples, driver, holders)
@@ -123,9 +123,8 @@ class GpuCollector:
                 {**labels, c.LABEL_DRIVER_VERSION: driver.driver_version},
                 1.0,
             )
-            for uuid_key, xid in sorted(self._xids):
-                if uuid_key == ident.uuid:
-                    add(xid_total, {**labels, c.LABEL_XID: str(xid)}, self._xids[(uuid_key, xid)])
+            for xid, count in sorted(self._xids.get(ident.uuid, {}).items()):
+                add(xid_total, {**labels, c.LABEL_XID: str(xid)}, count)
             if s.lost:
                 continue  # a lost GPU reports nothing but up=0 and its XIDs
             add(xid_last, labels, float(self._last_xid.get(ident.uuid, 0)))

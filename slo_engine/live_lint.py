@@ -36,11 +36,6 @@ def query(url: str, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     return result
 
 
-def _at(slo: SLO) -> tuple[str, int, int]:
-    path, line, col = slo.source.rsplit(":", 2)
-    return path, int(line), int(col)
-
-
 def lint_live(
     slos: Iterable[SLO], url: str, min_events: int = DEFAULT_MIN_EVENTS
 ) -> list[SpecProblem]:
@@ -54,7 +49,7 @@ def lint_live(
             if not bounds:
                 out.append(
                     SpecProblem(
-                        *_at(slo),
+                        *slo.source,
                         "latency",
                         (f"no {slo.histogram}_bucket series match {sel or '{}'} on {url}"),
                         "warning",
@@ -64,7 +59,7 @@ def lint_live(
                 shown = ", ".join(number(b) for b in bounds if math.isfinite(b))
                 out.append(
                     SpecProblem(
-                        *_at(slo),
+                        *slo.source,
                         "latency.threshold",
                         (
                             f"{number(slo.threshold)}s is not a bucket boundary of {slo.histogram} "
@@ -80,7 +75,7 @@ def lint_live(
         if events < min_events:
             out.append(
                 SpecProblem(
-                    *_at(slo),
+                    *slo.source,
                     "traffic",
                     (
                         f"about {events:.1f} events per {number(shortest / 60)}m short window "

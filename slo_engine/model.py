@@ -38,7 +38,7 @@ class SLO:
     min_events: int = 0
     no_data_for: float = 600.0  # seconds
     runbook_url: str = ""
-    source: str = ""  # file:line it came from
+    source: tuple[str, int, int] = ("", 0, 0)  # file, line, column it came from
     kind: str = "ratio"  # availability, latency, ratio
     # Latency SLIs: the histogram, selector and threshold, for the bucket-boundary lint.
     histogram: str = ""
@@ -58,6 +58,11 @@ class SLO:
     def annotations_for(self, severity: str) -> dict[str, str]:
         """Extra alert annotations for one severity, over the SLO-wide ones."""
         return {**dict(self.annotations), **dict(dict(self.severity_annotations).get(severity, ()))}
+
+    @property
+    def where(self) -> str:
+        """``file:line:col`` of the SLO in its spec."""
+        return "{}:{}:{}".format(*self.source)
 
     @property
     def budget(self) -> float:

@@ -176,7 +176,7 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
                 min_events=alerting.min_events,
                 no_data_for=parse_duration(alerting.no_data_for),
                 runbook_url=alerting.runbook_url,
-                source=f"{name}:{line}:{col}",
+                source=(name, line, col),
                 kind=kind,
                 histogram=LATENCY_METRICS[s.latency.metric] if s.latency else "",
                 selector=tuple(sorted(s.selector.items())),

@@ -398,7 +398,7 @@ class _Resolver:
                                 for k, v in d.doc.metadata.labels.items()
                             )
                         ),
-                        source=f"{d.path}:{line}:{col}",
+                        source=(d.path, line, col),
                     )
                 )
         return out

@@ -64,7 +64,7 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for source in sources:
-        mine = [s for s in slos if s.source.rsplit(":", 2)[0] == source]
+        mine = [s for s in slos if s.source[0] == source]
         if not mine:
             continue
         stem = Path(source).name.removesuffix(".yaml").removesuffix(".yml")

@@ -59,17 +59,18 @@ def recording_rules(slo: SLO) -> list[dict[str, Any]]:
     labels = slo_labels(slo)
     sel = matchers({c.LABEL_SLO: slo.name})
     budget = number(slo.budget)
+    needed = windows(slo)
     rules: list[dict[str, Any]] = [
         {"record": REQUESTS, "expr": slo.total_query, "labels": labels},
         {"record": ERRORS, "expr": slo.errors_query, "labels": labels},
     ]
-    for w in windows(slo):
+    for w in needed:
         if w == BASE:
             expr = f"{ERRORS}{sel} / {REQUESTS}{sel}"
         else:
             expr = f"sum_over_time({ERRORS}{sel}[{w}]) / sum_over_time({REQUESTS}{sel}[{w}])"
         rules.append({"record": error_ratio(w), "expr": expr, "labels": labels})
-    for w in windows(slo):
+    for w in needed:
         rules.append(
             {"record": burn_rate(w), "expr": f"{error_ratio(w)}{sel} / {budget}", "labels": labels}
         )

@@ -151,7 +151,7 @@ def load_sloth(path: str | Path, data: Any, node: Any) -> tuple[list[SLO], list[
                 tiers=tiers,
                 description=s.description,
                 labels=tuple(sorted({**spec.labels, **s.labels}.items())),
-                source=f"{name}:{line}:{col}",
+                source=(name, line, col),
                 kind="ratio",
                 alert_name=alerting.name or "GpusloBudgetBurn",
                 severity_labels=(

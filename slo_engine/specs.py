@@ -22,7 +22,7 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
     """Every SLO in the files and the lint warnings; SpecError lists every error of every file."""
     slos: list[SLO] = []
     problems: list[SpecProblem] = []
-    sloth_warnings: list[SpecProblem] = []
+    import_warnings: list[SpecProblem] = []
     openslo_docs: list[tuple[str, Any, Any]] = []
     for path in paths:
         try:
@@ -34,7 +34,7 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
                 elif is_sloth(data):
                     found, warned = load_sloth(path, data, node)
                     slos += found
-                    sloth_warnings += warned
+                    import_warnings += warned
                 else:
                     kind = data.get("apiVersion") if isinstance(data, dict) else type(data).__name__
                     line = node.start_mark.line + 1
@@ -54,34 +54,30 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
         try:
             found, warned = load_openslo(openslo_docs)
             slos += found
-            sloth_warnings += warned
+            import_warnings += warned
         except SpecError as err:
             problems += err.problems
     seen: dict[str, SLO] = {}
     for slo in slos:
         if slo.name in seen:
-            path, line, col = slo.source.rsplit(":", 2)
             problems.append(
                 SpecProblem(
-                    path,
-                    int(line),
-                    int(col),
+                    *slo.source,
                     "name",
-                    f"SLO {slo.name!r} already defined at {seen[slo.name].source}",
+                    f"SLO {slo.name!r} already defined at {seen[slo.name].where}",
                 )
             )
         seen[slo.name] = slo
     if problems:
         raise SpecError(problems)
-    return slos, sloth_warnings + lint(slos)
+    return slos, import_warnings + lint(slos)
 
 
 def lint(slos: Iterable[SLO]) -> list[SpecProblem]:
     """Warnings: tiers that can never fire, budgets a full outage spends in moments."""
     out = []
     for slo in slos:
-        path, line, col = slo.source.rsplit(":", 2)
-        at = (path, int(line), int(col))
+        at = slo.source
         max_burn = 1.0 / slo.budget  # every event failing
         for tier in slo.tiers:
             factor = tier.factor(slo.period)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +38,13 @@ class _Windows(BaseModel):
 
 
 def load_tiers(path: str | Path = DEFAULT_WINDOWS) -> tuple[AlertTier, ...]:
-    """The tiers in a windows file; SpecError with file:line:col on any problem."""
+    """The tiers in a windows file; SpecError with file:line:col on any problem. Read once per
+    file per process: every SLO of a spec set usually names the same file."""
+    return _load_tiers(Path(path))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_tiers(path: Path) -> tuple[AlertTier, ...]:
     data, node = load_documents(path)[0]
     try:
         spec = _Windows.model_validate(data)
