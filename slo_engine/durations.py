@@ -31,3 +31,23 @@ def format_duration(seconds: float) -> str:
             n, whole = divmod(whole, size)
             out.append(f"{n}{unit}")
     return "".join(out)
+
+
+def format_range(seconds: float) -> str:
+    """A range selector of ``seconds`` minus one millisecond (``1h`` -> ``59m59s999ms``).
+
+    Prometheus 2 selects ``[t-W, t]`` with both ends included, so a window of W over a series
+    recorded every interval holds W/interval + 1 samples and counts one interval twice over
+    consecutive windows; Prometheus 3 leaves the start out. One millisecond less gives exactly
+    W/interval samples on both, as long as W is a multiple of the evaluation interval.
+    """
+    ms = round(seconds * 1000) - 1
+    if ms <= 0:
+        raise ValueError("duration must be positive")
+    out = []
+    for unit in ("d", "h", "m", "s", "ms"):
+        size = round(_UNITS[unit] * 1000)
+        if ms >= size:
+            n, ms = divmod(ms, size)
+            out.append(f"{n}{unit}")
+    return "".join(out)

@@ -6,6 +6,9 @@ SLO period, is derived from those recorded series as a ratio of sums over time, 
 event-weighted (busy minutes weigh more than quiet ones) and never touches the
 high-cardinality raw series again.
 
+Ranges are written one millisecond short of the window (``[59m59s999ms]`` for 1h) so they hold
+exactly window/interval samples on Prometheus 2 (both ends included) and 3 (start excluded).
+
 Derived windows lag the raw ``rate(x[W])`` by half the base window (2.5 min) at a step change,
 because each 5m rate is itself an average. The promtool tests pin down the exact firing minute.
 """
@@ -17,7 +20,7 @@ from typing import Any
 
 from gpuslo import conventions as c
 
-from .durations import format_duration, parse_duration
+from .durations import format_duration, format_range, parse_duration
 from .model import SLO
 from .promql import matchers, number
 
@@ -68,7 +71,8 @@ def recording_rules(slo: SLO) -> list[dict[str, Any]]:
         if w == BASE:
             expr = f"{ERRORS}{sel} / {REQUESTS}{sel}"
         else:
-            expr = f"sum_over_time({ERRORS}{sel}[{w}]) / sum_over_time({REQUESTS}{sel}[{w}])"
+            r = format_range(parse_duration(w))
+            expr = f"sum_over_time({ERRORS}{sel}[{r}]) / sum_over_time({REQUESTS}{sel}[{r}])"
         rules.append({"record": error_ratio(w), "expr": expr, "labels": labels})
     for w in needed:
         rules.append(
@@ -103,7 +107,7 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
         if slo.min_events:
             # Too few requests in the short window make one failure look like an outage.
             expr += (
-                f"\nand\navg_over_time({REQUESTS}{sel}[{short_w}]) * "
+                f"\nand\navg_over_time({REQUESTS}{sel}[{format_range(tier.short_window)}]) * "
                 f"{number(tier.short_window)} >= {slo.min_events}"
             )
         share = number(tier.budget_fraction * 100)

@@ -3,7 +3,7 @@ predicts, not for an error rate just below its threshold, and resets after the e
 
 The prediction: with steady traffic sampled every minute, the recorded 5m error ratio is the
 mean of the last five one-minute error shares, and a W-window ratio is the mean of the last
-W+1 recorded 5m ratios (the rules' documented derivation). A tier fires when both its windows
+W recorded 5m ratios (the rules' documented derivation). A tier fires when both its windows
 exceed factor x budget, the workbook's condition. promtool evaluates the generated rules for
 real; the annotations are dropped from the tested copy only because they template the live
 burn rate, which is not what these tests are about.
@@ -68,7 +68,7 @@ class Model:
         if window == 5:
             return self.r5[t]
         assert t - window >= 5, "window must lie in clean history"
-        return sum(self.r5[t - window : t + 1], Fraction(0)) / (window + 1)
+        return sum(self.r5[t - window + 1 : t + 1], Fraction(0)) / window
 
     def firing(self, tiers, t: int) -> set[str]:
         out = set()
@@ -201,10 +201,10 @@ def test_every_tier_fires_when_predicted_and_page_resets_within_its_short_window
     )
     starts = {name: onset(model, tiers, name) - HISTORY for name, *_ in tiers}
     # Workbook: detection after long_window * threshold / error share, for page-fast
-    # 60 min * 0.0144 / 0.1 = 8.64 min. The 61-sample 1h window and the 5m base rate's ramp
+    # 60 min * 0.0144 / 0.1 = 8.64 min. The 60-sample 1h window and the 5m base rate's ramp
     # (two minutes' worth of errors missing from the sum) make it the first minute k with
-    # 0.1 * (k - 2) / 61 > 0.0144.
-    assert starts["page-fast"] == math.floor(2 + 61 * 0.0144 / 0.1) + 1 == 11
+    # 0.1 * (k - 2) / 60 > 0.0144.
+    assert starts["page-fast"] == math.floor(2 + 60 * 0.0144 / 0.1) + 1 == 11
     assert (
         starts["page-fast"] < starts["page-slow"] and starts["ticket-fast"] <= starts["ticket-slow"]
     )

@@ -117,9 +117,9 @@ def test_long_windows_are_ratios_of_sums_of_the_recorded_base_rates():
     by_record = {r["record"]: r["expr"] for r in sli if "record" in r}
     one_day = by_record["gpuslo:slo_error_ratio:ratio_rate1d"]
     assert one_day == (
-        'sum_over_time(gpuslo:slo_errors:rate5m{slo="chat-availability"}[1d]) / '
-        'sum_over_time(gpuslo:slo_requests:rate5m{slo="chat-availability"}[1d])'
-    )
+        'sum_over_time(gpuslo:slo_errors:rate5m{slo="chat-availability"}[23h59m59s999ms]) / '
+        'sum_over_time(gpuslo:slo_requests:rate5m{slo="chat-availability"}[23h59m59s999ms])'
+    )  # one day of samples recorded every interval, counting neither end twice
     raw = [e for r, e in by_record.items() if "gen_ai_server" in e]
     assert len(raw) == 2 and all("[5m]" in e for e in raw)  # raw series read once, over 5m
 

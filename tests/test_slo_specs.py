@@ -146,3 +146,11 @@ def test_cli_validate_prints_problems_one_per_line_and_exits_1(tmp_path):
         timeout=60,
     )
     assert ok.returncode == 0 and "3 SLO(s) valid" in ok.stdout
+
+
+def test_range_selectors_hold_a_whole_number_of_intervals():
+    from slo_engine.durations import format_range, parse_duration
+
+    assert format_range(3600) == "59m59s999ms"
+    assert format_range(30 * 86400) == "29d23h59m59s999ms"
+    assert parse_duration(format_range(300)) == 300 - 0.001

@@ -1,0 +1,139 @@
+"""30 days of synthetic traffic backfilled into a real Prometheus: the generated rules'
+recorded 30-day SLI equals the exact ratio of the raw counters' increases.
+
+The history is built so the exact answer is known without Prometheus: counts per minute,
+samples on the minute, a counter reset (a server restart) mid-month, and two incidents whose
+error ratios differ wildly from the baseline and from each other, one at ten times the normal
+traffic. An unweighted average of ratios (how Sloth builds its period window) misses that
+weighting by far more than the tolerance; the test shows that too, so it can tell the two
+apart.
+
+Why exact: each recorded 5m rate is the mean of five one-minute increments, and a window of
+W holds W/1m recorded rates, so every minute inside the window is counted exactly once and
+only the four minutes before each end are weighted partially. Those partial weights cancel
+when the traffic at both ends of the window is the same, which daily-periodic traffic over a
+whole number of days gives. Otherwise the error is at most two minutes' worth of the traffic
+difference between the ends (docs/slo.md).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from gpuslo.promlab import Prometheus
+from slo_engine import load_specs, rule_groups
+from slo_engine.rules import ERRORS, REQUESTS, error_ratio
+
+pytestmark = pytest.mark.component
+
+DAY = 1440  # minutes
+DAYS = 30
+SPEC = """\
+apiVersion: gpuslo/v1
+kind: SLOs
+defaults: {service: chat, window: 30d}
+slos:
+  - name: chat-availability
+    objective: 99.9
+    selector: {model: llama}
+    availability: {}
+"""
+
+
+def traffic(minute: int) -> tuple[int, int, int]:
+    """(success, error, cancelled) requests in one minute of the history."""
+    day_minute = minute % DAY
+    rng = random.Random(day_minute)  # the same noise every day: periodic traffic
+    base = 600 + 400 * math.sin(2 * math.pi * day_minute / DAY) + rng.randint(0, 50)
+    errors = rng.randint(0, 2)
+    cancelled = rng.randint(0, 5)
+    day = minute // DAY
+    if day == 12 and 600 <= day_minute < 780:  # a 3h incident at 10x traffic, 20% errors
+        base *= 10
+        errors = int(base * 0.2)
+    if day == 20 and 120 <= day_minute < 480:  # a 6h quiet-hours outage: 90% errors
+        base, errors, cancelled = 20, 18, 0
+    total = int(base)
+    return total - errors - cancelled, errors, cancelled
+
+
+def write_history(path: Path, start: int, minutes: int, reset_at: int) -> tuple[list, list]:
+    """OpenMetrics counters sampled every minute from ``start``; the counters restart from
+    zero at minute ``reset_at``. Returns the cumulative true (errors, requests) per minute."""
+    outcomes = ("success", "error", "cancelled")
+    values = [0, 0, 0]
+    true_errors, true_total = [0], [0]
+    lines = {o: [] for o in outcomes}
+    for m in range(minutes):
+        counts = traffic(m)
+        if m == reset_at:
+            values = [0, 0, 0]
+        if m:  # the first sample is the starting point; increments count from minute 1
+            values = [v + n for v, n in zip(values, counts, strict=True)]
+            true_errors.append(true_errors[-1] + counts[1])
+            true_total.append(true_total[-1] + sum(counts))
+        for o, v in zip(outcomes, values, strict=True):
+            lines[o].append(
+                f'gen_ai_server_requests_total{{model="llama",outcome="{o}"}} {v} {start + 60 * m}'
+            )
+    with path.open("w") as f:
+        f.write("# TYPE gen_ai_server_requests counter\n")
+        for o in outcomes:
+            f.write("\n".join(lines[o]) + "\n")
+        f.write("# EOF\n")
+    return true_errors, true_total
+
+
+def test_recorded_30d_sli_equals_the_exact_ratio_of_raw_counters(tmp_path):
+    spec = tmp_path / "slo.yaml"
+    spec.write_text(SPEC)
+    slos, _ = load_specs([spec])
+    groups = rule_groups(slos)
+    base = [
+        {
+            "name": g["name"],
+            "rules": [r for r in g["rules"] if r.get("record") in (REQUESTS, ERRORS)],
+        }
+        for g in groups
+    ]
+    period = [
+        {
+            "name": g["name"],
+            "rules": [r for r in g["rules"] if r.get("record") == error_ratio("30d")],
+        }
+        for g in groups
+    ]
+    assert base[0]["rules"] and period[0]["rules"]
+
+    minutes = (DAYS + 1) * DAY + 1
+    end_minute = minutes - 1
+    now = int(time.time()) // 3600 * 3600
+    start = now - 60 * end_minute
+    reset_at = 15 * DAY + 333
+    true_errors, true_total = write_history(tmp_path / "history.om", start, minutes, reset_at)
+    # Exact: the raw counters' increase over the 30 days ending at the last sample.
+    first = end_minute - DAYS * DAY
+    exact = (true_errors[end_minute] - true_errors[first]) / (
+        true_total[end_minute] - true_total[first]
+    )
+
+    with Prometheus(tmp_path / "prom") as prom:
+        prom.backfill_openmetrics(tmp_path / "history.om")
+        prom.restart()
+        t_end = start + 60 * end_minute
+        prom.backfill_rules(base, start=t_end - DAYS * 86400 - 3600, end=t_end)
+        prom.backfill_rules(period, start=t_end - 60, end=t_end)
+        recorded = prom.scalar(f'{error_ratio("30d")}{{slo="chat-availability"}}', at=t_end)
+        # Sloth's period window: the plain mean of the 5m ratios over 30 days.
+        sel = '{slo="chat-availability"}'
+        unweighted = prom.scalar(
+            f"avg_over_time(({ERRORS}{sel} / {REQUESTS}{sel})[30d:1m])", at=t_end
+        )
+
+    assert abs(recorded - exact) / exact < 1e-6, (recorded, exact)
+    assert abs(unweighted - exact) / exact > 1e-2, (unweighted, exact)
