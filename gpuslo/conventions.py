@@ -323,3 +323,25 @@ RULE_PREFIX = "gpuslo:"
 COLLECTOR_GPU = "gpu"
 COLLECTOR_INFINIBAND = "infiniband"
 AGENT_DEFAULT_PORT = 9835
+
+# --------------------------------------------------------------------------- remediation hook
+LABEL_POLICY = "policy"
+LABEL_DECISION = "decision"
+LABEL_ERROR_KIND = "kind"
+REMEDIATION_DECISIONS = _c(
+    "gpuslo_remediation_decisions_total",
+    "Decisions per policy and decision (acted, advised, skipped, duplicate, failed, reverted).",
+)
+REMEDIATION_WEBHOOK_SECONDS = MetricSpec(
+    "gpuslo_remediation_webhook_duration_seconds",
+    "histogram",
+    "Time from receiving an Alertmanager webhook to answering it.",
+)
+REMEDIATION_ERRORS = _c(
+    "gpuslo_remediation_errors_total",
+    "Requests refused or failed, by kind (unauthorized, bad_request, actuator, internal).",
+)
+REMEDIATION_KILL_SWITCH = _g(
+    "gpuslo_remediation_kill_switch", "1 while the kill switch stops every action."
+)
+REMEDIATION_DEFAULT_PORT = 9836

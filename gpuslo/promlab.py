@@ -51,16 +51,35 @@ def _run(args: Sequence[str], timeout: float) -> str:
     return out.stdout
 
 
+def backfill_openmetrics(path: Path, data: Path, max_block: str = "24h") -> None:
+    """Write TSDB blocks from an OpenMetrics file (timestamps in seconds, ending ``# EOF``)
+    into ``data``. A Prometheus running on it loads them when restarted."""
+    _run(
+        [
+            binary("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            f"--max-block-duration={max_block}",
+            str(path),
+            str(data),
+        ],
+        timeout=600,
+    )
+
+
 class Prometheus:
     """A Prometheus with its own data directory, listening on 127.0.0.1 only.
 
-    ``rule_files`` are loaded for live evaluation; ``config_extra`` is appended to the
-    configuration (scrape jobs). Use as a context manager; ``restart()`` reloads blocks.
+    ``data`` is the TSDB directory (default: ``data`` in the work directory, a temporary one
+    unless given); ``rule_files`` are loaded for live evaluation; ``config_extra`` is appended
+    to the configuration (scrape jobs). Use as a context manager; ``restart()`` reloads blocks.
     """
 
     def __init__(
         self,
         workdir: Path | None = None,
+        data: Path | None = None,
         rule_files: Iterable[Path] = (),
         config_extra: str = "",
         evaluation_interval: str = "1m",
@@ -69,7 +88,8 @@ class Prometheus:
     ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="gpuslo-prom-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
-        self.data = self.workdir / "data"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data = data or self.workdir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.config = self.workdir / "prometheus.yml"
         files = [str(Path(p).resolve()) for p in rule_files]
@@ -126,6 +146,12 @@ class Prometheus:
             self._proc.wait()
         self._proc = None
 
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise LabError("prometheus is not running")
+        return self._proc.pid
+
     def restart(self) -> None:
         """Stop and start again on the same data: Prometheus loads blocks added meanwhile."""
         self.stop()
@@ -146,20 +172,9 @@ class Prometheus:
 
     # ------------------------------------------------------------------ backfill
     def backfill_openmetrics(self, path: Path, max_block: str = "24h") -> None:
-        """Write blocks from an OpenMetrics file (timestamps in seconds, ending ``# EOF``)
-        into the data directory; call ``restart()`` to load them."""
-        _run(
-            [
-                binary("promtool"),
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                f"--max-block-duration={max_block}",
-                str(path),
-                str(self.data),
-            ],
-            timeout=600,
-        )
+        """Write blocks from an OpenMetrics file into the data directory; call ``restart()``
+        to load them."""
+        backfill_openmetrics(path, self.data, max_block)
 
     def backfill_rules(
         self, groups: list[dict[str, Any]], start: float, end: float, interval: str = "1m"

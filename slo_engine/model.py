@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Calendar periods (UTC) and the nominal length that scales their burn-rate tiers.
+CALENDAR_PERIODS = {"month": 30 * 86400.0, "week": 7 * 86400.0}
+
 
 @dataclass(frozen=True)
 class AlertTier:
@@ -29,7 +32,7 @@ class SLO:
     name: str
     service: str
     objective: float  # ratio of good events, e.g. 0.999
-    period: float  # seconds
+    period: float  # seconds; for calendar periods, the nominal length (30d, 7d)
     errors_query: str
     total_query: str
     tiers: tuple[AlertTier, ...]
@@ -50,6 +53,10 @@ class SLO:
     annotations: tuple[tuple[str, str], ...] = ()
     severity_annotations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     disabled_severities: frozenset[str] = field(default_factory=frozenset)
+    # "" for a rolling period, else the calendar period in UTC: "month" or "week" (ISO, Monday).
+    calendar: str = ""
+    # What one event is: a request (occurrences) or a time slice (timeslice budgeting).
+    unit: str = "requests"
 
     def labels_for(self, severity: str) -> dict[str, str]:
         """Extra alert labels for one severity (page or ticket)."""

@@ -21,7 +21,7 @@ from gpuslo import conventions as c
 
 from .durations import parse_duration
 from .errors import SpecError, SpecProblem
-from .model import SLO, AlertTier
+from .model import CALENDAR_PERIODS, SLO, AlertTier
 from .promql import bucket_le_matcher, matchers
 from .windows import DEFAULT_WINDOWS, load_tiers
 from .yamlpos import locate, validation_problems
@@ -77,11 +77,20 @@ class Alerting(_Strict):
     windows: str | None = None  # a tiers file instead of the SRE workbook defaults
 
 
+def _check_window(value: str | None) -> str | None:
+    """A rolling duration (``30d``) or a calendar period (``month``, ``week``; UTC)."""
+    if value is not None and value not in CALENDAR_PERIODS:
+        parse_duration(value)
+    return value
+
+
 class Defaults(_Strict):
     service: str | None = None
     window: str = "30d"
     alerting: Alerting = Field(default_factory=Alerting)
     labels: dict[str, str] = Field(default_factory=dict)
+
+    _window = field_validator("window")(_check_window)
 
 
 class NativeSLO(_Strict):
@@ -97,12 +106,7 @@ class NativeSLO(_Strict):
     latency: Latency | None = None
     cost: Cost | None = None
 
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+    _window = field_validator("window")(_check_window)
 
     @field_validator("selector")
     @classmethod
@@ -162,12 +166,14 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
             problems += err.problems
             continue
         errors_q, total_q, kind = _queries(s)
+        window = s.window or spec.defaults.window
         out.append(
             SLO(
                 name=s.name,
                 service=service,
                 objective=round(s.objective / 100.0, 12),
-                period=parse_duration(s.window or spec.defaults.window),
+                period=CALENDAR_PERIODS.get(window) or parse_duration(window),
+                calendar=window if window in CALENDAR_PERIODS else "",
                 errors_query=errors_q,
                 total_query=total_q,
                 tiers=tiers,

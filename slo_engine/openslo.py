@@ -1,25 +1,27 @@
 """OpenSLO v1 (``apiVersion: openslo/v1``): SLO, SLI, AlertPolicy, AlertCondition, Service,
 DataSource documents, with references resolved across every file given.
 
-Supported: rolling ``timeWindow``s, ``budgetingMethod: Occurrences``, ``ratioMetric`` SLIs on
-Prometheus sources (``counter: true`` wraps the query in ``rate``), several objectives per SLO
-(one gpuslo SLO each), and ``burnrate`` alert conditions (each one becomes a tier). Calendar
-windows, Timeslices budgeting and ``thresholdMetric`` SLIs are reported as not supported yet,
-at their place in the file. Nothing is silently ignored.
+Supported: rolling and calendar (``1M``, ``1w``; UTC) ``timeWindow``s; ``Occurrences``,
+``Timeslices`` and ``RatioTimeslices`` budgeting; ``ratioMetric`` (``counter: true`` wraps the
+query in ``rate``) and ``thresholdMetric`` SLIs on Prometheus sources; several objectives per
+SLO (one gpuslo SLO each); ``burnrate`` alert conditions (each one becomes a tier). What is not
+supported is reported at its place in the file. Nothing is silently ignored.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .durations import format_duration, parse_duration
 from .errors import SpecError, SpecProblem
-from .model import SLO, AlertTier
+from .model import CALENDAR_PERIODS, SLO, AlertTier
 from .native import BASE_WINDOW
+from .promql import number
 from .windows import DEFAULT_WINDOWS, load_tiers
 from .yamlpos import field_path, locate, validation_problems
 
@@ -65,7 +67,7 @@ class _Ratio(_Strict):
 class _SLISpec(_Strict):
     description: str = ""
     ratioMetric: _Ratio | None = None
-    thresholdMetric: dict[str, Any] | None = None
+    thresholdMetric: _Metric | None = None
 
 
 class _InlineSLI(_Strict):
@@ -73,19 +75,28 @@ class _InlineSLI(_Strict):
     spec: _SLISpec
 
 
+class _Calendar(_Strict):
+    startTime: str
+    timeZone: str
+
+
 class _TimeWindow(_Strict):
     duration: str
     isRolling: bool = True
-    calendar: dict[str, Any] | None = None
+    calendar: _Calendar | None = None
 
 
 class _Objective(_Strict):
+    @property
+    def op_symbol(self) -> str:
+        return _OPS[self.op or "gte"]
+
     displayName: str | None = None
     target: float | None = Field(default=None, gt=0, lt=1)
     targetPercent: float | None = Field(default=None, gt=0, lt=100)
-    op: str | None = None
+    op: Literal["lt", "lte", "gt", "gte"] | None = None
     value: float | None = None
-    timeSliceTarget: float | None = None
+    timeSliceTarget: float | None = Field(default=None, gt=0, le=1)
     timeSliceWindow: str | None = None
     indicator: dict[str, Any] | None = None
     indicatorRef: str | None = None
@@ -225,7 +236,7 @@ class _Resolver:
             return None
         return text.strip()
 
-    def sli(self, d: _Loaded) -> tuple[str, str] | None:
+    def sli(self, d: _Loaded) -> _Sli | None:
         spec: _SLOSpec = d.spec
         if (spec.indicator is None) == (spec.indicatorRef is None):
             self.error(d, ("spec",), "give exactly one of indicator or indicatorRef")
@@ -239,17 +250,14 @@ class _Resolver:
                 self.error(d, ("spec", "indicatorRef"), f"no SLI named {spec.indicatorRef!r}")
                 return None
             owner, base, sli = ref, ("spec",), ref.spec
+        if (sli.thresholdMetric is None) == (sli.ratioMetric is None):
+            self.error(owner, base, "give exactly one of ratioMetric or thresholdMetric")
+            return None
         if sli.thresholdMetric is not None:
-            self.error(
-                owner,
-                (*base, "thresholdMetric"),
-                "thresholdMetric SLIs are not supported yet; express the SLI as a ratioMetric",
-            )
-            return None
+            query = self.query(owner, (*base, "thresholdMetric"), sli.thresholdMetric)
+            return None if query is None else _Sli("threshold", query)
         ratio = sli.ratioMetric
-        if ratio is None:
-            self.error(owner, base, "needs a ratioMetric")
-            return None
+        assert ratio is not None
         if ratio.raw is not None or ratio.rawType is not None:
             self.error(owner, (*base, "ratioMetric", "raw"), "raw ratio metrics are not supported")
             return None
@@ -264,13 +272,7 @@ class _Resolver:
         part = self.query(owner, (*loc, part_name), part_metric)
         if total is None or part is None:
             return None
-
-        def rate(q: str) -> str:
-            # counter: true -> cumulative counters; otherwise the query is already a rate.
-            return f"sum(rate({q}[{BASE_WINDOW}]))" if ratio.counter else f"sum({q})"
-
-        errors = f"({rate(total)} - {rate(part)})" if part_name == "good" else rate(part)
-        return errors, rate(total)
+        return _Sli("ratio", total, part, part_name == "good", ratio.counter)
 
     def tiers(self, d: _Loaded, period: float) -> tuple[AlertTier, ...]:
         spec: _SLOSpec = d.spec
@@ -334,47 +336,116 @@ class _Resolver:
                 )
         return tuple(tiers)
 
+    def period(self, d: _Loaded) -> tuple[float, str] | None:
+        """The SLO period in seconds and, for calendar windows, ``month`` or ``week``."""
+        window = d.spec.timeWindow[0]
+        loc = ("spec", "timeWindow", 0)
+        if window.isRolling:
+            if window.calendar is not None:
+                self.error(d, (*loc, "calendar"), "a rolling window takes no calendar")
+                return None
+            try:
+                return parse_duration(window.duration), ""
+            except ValueError as err:
+                self.error(d, (*loc, "duration"), str(err))
+                return None
+        calendar = _CALENDARS.get(window.duration)
+        if calendar is None:
+            self.error(
+                d,
+                (*loc, "duration"),
+                f"calendar window {window.duration!r} is not supported; use 1M (month) or "
+                "1w (week)",
+            )
+            return None
+        if window.calendar is not None:
+            cal = window.calendar
+            if cal.timeZone not in ("UTC", "Etc/UTC", "GMT"):
+                self.error(
+                    d,
+                    (*loc, "calendar", "timeZone"),
+                    f"time zone {cal.timeZone!r} is not supported: Prometheus calendars are UTC",
+                )
+                return None
+            if not _aligned(cal.startTime, calendar):
+                first = "the first of a month" if calendar == "month" else "a Monday"
+                self.error(
+                    d,
+                    (*loc, "calendar", "startTime"),
+                    f"calendar {calendar}s start at 00:00 UTC on {first}; got {cal.startTime!r}",
+                )
+                return None
+        return CALENDAR_PERIODS[calendar], calendar
+
+    def objective_queries(
+        self, d: _Loaded, oloc: tuple[Any, ...], obj: _Objective, sli: _Sli
+    ) -> tuple[str, str, str] | None:
+        """(errors, total, unit) for one objective under the SLO's budgeting method."""
+        method = d.spec.budgetingMethod
+        slices = method in ("Timeslices", "RatioTimeslices")
+        if not slices and (obj.timeSliceTarget is not None or obj.timeSliceWindow is not None):
+            self.error(d, oloc, "timeSliceTarget and timeSliceWindow need Timeslices budgeting")
+            return None
+        if sli.kind == "threshold" and (obj.op is None or obj.value is None):
+            self.error(d, oloc, "a thresholdMetric SLI needs op and value in each objective")
+            return None
+        if sli.kind == "ratio" and (obj.op is not None or obj.value is not None):
+            self.error(d, oloc, "op and value apply to thresholdMetric SLIs only")
+            return None
+        if not slices:
+            if sli.kind == "ratio":
+                return (*sli.occurrences(), "requests")
+            good = f"({sli.total}) {obj.op_symbol} bool {number(obj.value)}"  # type: ignore[arg-type]
+            return f"sum({_negate(good)})", f"count({sli.total})", "samples"
+        if obj.timeSliceWindow is None:
+            self.error(d, oloc, f"{method} budgeting needs timeSliceWindow")
+            return None
+        try:
+            slice_w = format_duration(parse_duration(obj.timeSliceWindow))
+        except ValueError as err:
+            self.error(d, (*oloc, "timeSliceWindow"), str(err))
+            return None
+        if method == "Timeslices" and obj.timeSliceTarget is None:
+            self.error(d, oloc, "Timeslices budgeting needs timeSliceTarget")
+            return None
+        if method == "RatioTimeslices" and obj.timeSliceTarget is not None:
+            self.error(
+                d,
+                (*oloc, "timeSliceTarget"),
+                "RatioTimeslices averages each slice's ratio; timeSliceTarget is for Timeslices",
+            )
+            return None
+        if sli.kind == "ratio":
+            good_ratio, bad_ratio, has_traffic = sli.slice_ratio(slice_w)
+        else:
+            good = f"({sli.total}) {obj.op_symbol} bool {number(obj.value)}"  # type: ignore[arg-type]
+            good_ratio = f"avg_over_time(({good})[{slice_w}:])"
+            bad_ratio, has_traffic = f"1 - {good_ratio}", ""
+        if method == "Timeslices":
+            bad = f"({good_ratio}) < bool {number(obj.timeSliceTarget)}"  # type: ignore[arg-type]
+        else:
+            bad = bad_ratio
+        if sli.kind == "threshold":
+            return f"sum({bad})", f"count({good_ratio})", "time slices"
+        # One slice per evaluation, counted only when it saw traffic (a ratio of nothing is
+        # neither good nor bad).
+        return f"({bad}) and on() {has_traffic}", f"{has_traffic} * 0 + 1", "time slices"
+
     def slos(self) -> list[SLO]:
         out = []
         for name, d in sorted(self.by_kind["SLO"].items()):
             spec: _SLOSpec = d.spec
-            window = spec.timeWindow[0]
-            if window.calendar is not None or not window.isRolling:
-                self.error(
-                    d,
-                    ("spec", "timeWindow", 0),
-                    "calendar time windows are not supported yet; use isRolling: true",
-                )
-                continue
-            if spec.budgetingMethod != "Occurrences":
-                self.error(
-                    d,
-                    ("spec", "budgetingMethod"),
-                    f"{spec.budgetingMethod} budgeting is not supported yet; use Occurrences",
-                )
-                continue
-            try:
-                period = parse_duration(window.duration)
-            except ValueError as err:
-                self.error(d, ("spec", "timeWindow", 0, "duration"), str(err))
-                continue
-            queries = self.sli(d)
-            tiers = self.tiers(d, period)
-            if queries is None or not tiers:
+            period = self.period(d)
+            sli = self.sli(d)
+            # Resolve the alert policies even when the SLI failed, to report every problem.
+            tiers = self.tiers(d, period[0] if period else CALENDAR_PERIODS["month"])
+            if period is None or sli is None or not tiers:
                 continue
             line, col = locate(d.node, ())
             for i, obj in enumerate(spec.objectives):
                 oloc = ("spec", "objectives", i)
-                if obj.op is not None or obj.value is not None:
-                    self.error(
-                        d,
-                        oloc,
-                        "threshold objectives (op/value) need a thresholdMetric "
-                        "SLI, not supported yet",
-                    )
-                    continue
-                if obj.timeSliceTarget is not None or obj.timeSliceWindow is not None:
-                    self.error(d, oloc, "timeslice objectives are not supported yet")
+                queries = self.objective_queries(d, oloc, obj, sli)
+                if queries is None:
                     continue
                 if (obj.target is None) == (obj.targetPercent is None):
                     self.error(d, oloc, "give exactly one of target or targetPercent")
@@ -386,9 +457,11 @@ class _Resolver:
                         name=f"{name}{suffix}",
                         service=spec.service,
                         objective=round(target, 12),
-                        period=period,
+                        period=period[0],
+                        calendar=period[1],
                         errors_query=queries[0],
                         total_query=queries[1],
+                        unit=queries[2],
                         tiers=tiers,
                         description=spec.description,
                         # OpenSLO label values are a string or a list of strings.
@@ -402,6 +475,55 @@ class _Resolver:
                     )
                 )
         return out
+
+
+@dataclass(frozen=True)
+class _Sli:
+    """A resolved SLI: a ratio of two Prometheus queries, or one thresholded query."""
+
+    kind: Literal["ratio", "threshold"]
+    total: str  # the total query, or the thresholded metric
+    part: str = ""  # the good or bad query of a ratio
+    part_is_good: bool = True
+    counter: bool = True
+
+    def _rate(self, query: str, window: str) -> str:
+        # counter: true -> cumulative counters; otherwise the query is already a rate.
+        return f"sum(rate({query}[{window}]))" if self.counter else f"sum({query})"
+
+    def occurrences(self) -> tuple[str, str]:
+        """(errors, total) as per-second rates over the base window."""
+        total, part = self._rate(self.total, BASE_WINDOW), self._rate(self.part, BASE_WINDOW)
+        return (f"({total} - {part})" if self.part_is_good else part), total
+
+    def slice_ratio(self, window: str) -> tuple[str, str, str]:
+        """(good ratio over one slice, bad ratio, a vector of 1 when the slice saw traffic)."""
+        total, part = self._rate(self.total, window), self._rate(self.part, window)
+        ratio, rest = f"{part} / {total}", f"1 - {part} / {total}"
+        good, bad = (ratio, rest) if self.part_is_good else (rest, ratio)
+        return good, bad, f"({total} > 0)"
+
+
+_CALENDARS = {"1M": "month", "1w": "week", "7d": "week"}
+_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+_NEGATED = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def _negate(condition: str) -> str:
+    """``(q) <= bool 0.5`` -> ``(q) > bool 0.5``."""
+    head, op, tail = re.match(r"^(.*) (<=|>=|<|>) (bool .*)$", condition).groups()  # type: ignore[union-attr]
+    return f"{head} {_NEGATED[op]} {tail}"
+
+
+def _aligned(start: str, calendar: str) -> bool:
+    """Whether a calendar startTime falls on a period boundary (00:00 on the 1st, or Monday)."""
+    try:
+        when = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if (when.hour, when.minute, when.second) != (0, 0, 0):
+        return False
+    return when.day == 1 if calendar == "month" else when.weekday() == 0
 
 
 def _slug(display_name: str | None, index: int) -> str:

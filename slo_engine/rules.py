@@ -45,11 +45,56 @@ def burn_rate(window: str) -> str:
 
 
 def windows(slo: SLO) -> list[str]:
-    """Every window the SLO needs, shortest first: the base, each tier's pair, the period."""
-    seconds = {parse_duration(BASE), slo.period}
+    """Every window the SLO needs, shortest first: the base, each tier's pair, the period
+    (named ``month`` or ``week`` for calendar periods)."""
+    seconds = {parse_duration(BASE)}
     for tier in slo.tiers:
         seconds |= {tier.long_window, tier.short_window}
-    return [format_duration(s) for s in sorted(seconds)]
+    if not slo.calendar:
+        seconds.add(slo.period)
+    names = [format_duration(s) for s in sorted(seconds)]
+    return [*names, slo.calendar] if slo.calendar else names
+
+
+LONGEST = {"month": 31 * 86400, "week": 7 * 86400}  # the longest calendar month and week
+EPOCH_MONDAY = 4 * 86400  # 1970-01-05T00:00Z, the first Monday after the epoch
+
+
+def period_name(slo: SLO) -> str:
+    """The SLO period as named in series and text: ``30d``, or ``month``/``week``."""
+    return slo.calendar or format_duration(slo.period)
+
+
+def ratio_of_sums(sel: str, seconds: float) -> str:
+    """Errors over requests in a window, summed from the recorded base rates."""
+    r = format_range(seconds)
+    return f"sum_over_time({ERRORS}{sel}[{r}]) / sum_over_time({REQUESTS}{sel}[{r}])"
+
+
+def period_error_ratio(slo: SLO) -> str:
+    """The error ratio over the SLO period. Rolling: a ratio of sums over the period.
+    Calendar: the same, over the recorded samples since the month (week) began in UTC, picked
+    by a subquery that compares each minute's month (week) with the evaluation's."""
+    sel = matchers({c.LABEL_SLO: slo.name})
+    if not slo.calendar:
+        return ratio_of_sums(sel, slo.period)
+    # Inside a subquery, time() is each step's time; "@ end()" pins an expression to the
+    # evaluation time, so every step can compare its period with the current one. A step
+    # counts when the minute it closes lies in the current period: the 5m rate recorded at
+    # 00:00 on the 1st is the previous month's.
+    now = "last_over_time(vector(time())[1m:1m] @ end())"
+    step = "(vector(time()) - 60)"
+    if slo.calendar == "month":
+        same = f"month{step} == on() month({now})"
+    else:
+        week = "floor(({t} - {m}) / 604800)"
+        same = f"{week.format(t=step, m=EPOCH_MONDAY)} == on() {week.format(t=now, m=EPOCH_MONDAY)}"
+    r = format_range(LONGEST[slo.calendar])
+    part = "sum_over_time(({series}{sel} and on() ({same}))[{r}:1m])"
+    return (
+        f"{part.format(series=ERRORS, sel=sel, same=same, r=r)} / "
+        f"{part.format(series=REQUESTS, sel=sel, same=same, r=r)}"
+    )
 
 
 def slo_labels(slo: SLO) -> dict[str, str]:
@@ -68,17 +113,18 @@ def recording_rules(slo: SLO) -> list[dict[str, Any]]:
         {"record": ERRORS, "expr": slo.errors_query, "labels": labels},
     ]
     for w in needed:
-        if w == BASE:
+        if w == BASE and slo.unit == "requests":
             expr = f"{ERRORS}{sel} / {REQUESTS}{sel}"
+        elif w == period_name(slo):
+            expr = period_error_ratio(slo)
         else:
-            r = format_range(parse_duration(w))
-            expr = f"sum_over_time({ERRORS}{sel}[{r}]) / sum_over_time({REQUESTS}{sel}[{r}])"
+            expr = ratio_of_sums(sel, parse_duration(w))
         rules.append({"record": error_ratio(w), "expr": expr, "labels": labels})
     for w in needed:
         rules.append(
             {"record": burn_rate(w), "expr": f"{error_ratio(w)}{sel} / {budget}", "labels": labels}
         )
-    period = format_duration(slo.period)
+    period = period_name(slo)
     rules.append(
         {"record": OBJECTIVE, "expr": f"vector({number(slo.objective)})", "labels": labels}
     )
@@ -95,7 +141,7 @@ def recording_rules(slo: SLO) -> list[dict[str, Any]]:
 def alert_rules(slo: SLO) -> list[dict[str, Any]]:
     """One burn-rate alert per tier, and an alert when the SLI has no data."""
     sel = matchers({c.LABEL_SLO: slo.name})
-    period = format_duration(slo.period)
+    period = period_name(slo)
     runbook = slo.runbook_url or f"{DEFAULT_RUNBOOK_BASE}/{slo.kind}-slo.md"
     rules: list[dict[str, Any]] = []
     for tier in slo.tiers:

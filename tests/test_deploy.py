@@ -84,3 +84,59 @@ def test_service_and_servicemonitor_select_the_agent_pods():
     )
     assert sm["spec"]["endpoints"][0]["port"] == d["Service"]["spec"]["ports"][0]["name"]
     assert d["Service"]["metadata"]["namespace"] in sm["spec"]["namespaceSelector"]["matchNames"]
+
+
+def remediation_docs():
+    out = []
+    for path in sorted((DEPLOY / "remediation").glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            out += list(yaml.safe_load_all(path.read_text()))
+    return out
+
+
+@pytest.mark.parametrize("doc", remediation_docs(), ids=lambda d: d["kind"])
+def test_remediation_manifests_are_valid_against_the_kubernetes_schema_strictly(doc):
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_remediation_role_grants_what_the_kubernetes_actuator_calls_and_no_more():
+    role = next(d for d in remediation_docs() if d["kind"] == "Role")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # The calls in tests/fixtures/contracts/kubernetes_remediation.json, as RBAC sees them.
+    contract = json.loads(
+        (
+            Path(__file__).parent / "fixtures" / "contracts" / "kubernetes_remediation.json"
+        ).read_text()
+    )
+    needed = set()
+    for name, exchanges in contract.items():
+        if name.startswith("_"):
+            continue
+        for x in exchanges:
+            parts = x["request"]["path"].strip("/").split("/")
+            group = "" if parts[0] == "api" else parts[1]
+            # /apis/GROUP/VERSION/namespaces/NS/RESOURCE[/NAME[/SUBRESOURCE]]
+            resource = parts[5] + (f"/{parts[7]}" if len(parts) > 7 else "")
+            verb = {"PATCH": "patch"}.get(
+                x["request"]["method"], "list" if len(parts) == 6 else "get"
+            )
+            needed.add((group, resource, verb))
+    assert needed <= granted, needed - granted
+    assert all(verb in ("get", "list", "patch") for _, _, verb in granted)
+
+
+def test_remediation_deployment_args_are_flags_the_hook_accepts():
+    dep = next(d for d in remediation_docs() if d["kind"] == "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.actuator == "kubernetes" and parsed.token_file is not None
+    policy = next(d for d in remediation_docs() if d["kind"] == "ConfigMap")["data"]["policy.yaml"]
+    from remediation.policy import PolicyFile
+
+    PolicyFile.model_validate(yaml.safe_load(policy))

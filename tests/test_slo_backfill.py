@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,16 @@ defaults: {service: chat, window: 30d}
 slos:
   - name: chat-availability
     objective: 99.9
+    selector: {model: llama}
+    availability: {}
+  - name: chat-month
+    objective: 99.9
+    window: month
+    selector: {model: llama}
+    availability: {}
+  - name: chat-week
+    objective: 99.9
+    window: week
     selector: {model: llama}
     availability: {}
 """
@@ -89,51 +100,76 @@ def write_history(path: Path, start: int, minutes: int, reset_at: int) -> tuple[
     return true_errors, true_total
 
 
-def test_recorded_30d_sli_equals_the_exact_ratio_of_raw_counters(tmp_path):
-    spec = tmp_path / "slo.yaml"
+def history_end() -> int:
+    """Midnight UTC of a recent day that starts neither a month nor a week, so both calendar
+    periods have begun before it and both ends of every window fall at the same time of day."""
+    day = int(time.time()) // 86400 * 86400
+    while True:
+        when = datetime.fromtimestamp(day, UTC)
+        if when.day != 1 and when.weekday() != 0:
+            return day
+        day -= 86400
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory):
+    """The history and the generated rules' recordings in a real Prometheus."""
+    tmp = tmp_path_factory.mktemp("backfill")
+    spec = tmp / "slo.yaml"
     spec.write_text(SPEC)
     slos, _ = load_specs([spec])
     groups = rule_groups(slos)
-    base = [
-        {
-            "name": g["name"],
-            "rules": [r for r in g["rules"] if r.get("record") in (REQUESTS, ERRORS)],
-        }
-        for g in groups
-    ]
-    period = [
-        {
-            "name": g["name"],
-            "rules": [r for r in g["rules"] if r.get("record") == error_ratio("30d")],
-        }
-        for g in groups
-    ]
-    assert base[0]["rules"] and period[0]["rules"]
+
+    def only(records):
+        return [
+            {"name": g["name"], "rules": [r for r in g["rules"] if r.get("record") in records]}
+            for g in groups
+        ]
 
     minutes = (DAYS + 1) * DAY + 1
     end_minute = minutes - 1
-    now = int(time.time()) // 3600 * 3600
-    start = now - 60 * end_minute
-    reset_at = 15 * DAY + 333
-    true_errors, true_total = write_history(tmp_path / "history.om", start, minutes, reset_at)
-    # Exact: the raw counters' increase over the 30 days ending at the last sample.
-    first = end_minute - DAYS * DAY
-    exact = (true_errors[end_minute] - true_errors[first]) / (
-        true_total[end_minute] - true_total[first]
-    )
-
-    with Prometheus(tmp_path / "prom") as prom:
-        prom.backfill_openmetrics(tmp_path / "history.om")
+    t_end = history_end()
+    start = t_end - 60 * end_minute
+    truth = write_history(tmp / "history.om", start, minutes, reset_at=15 * DAY + 333)
+    with Prometheus(tmp / "prom") as prom:
+        prom.backfill_openmetrics(tmp / "history.om")
         prom.restart()
-        t_end = start + 60 * end_minute
-        prom.backfill_rules(base, start=t_end - DAYS * 86400 - 3600, end=t_end)
-        prom.backfill_rules(period, start=t_end - 60, end=t_end)
-        recorded = prom.scalar(f'{error_ratio("30d")}{{slo="chat-availability"}}', at=t_end)
-        # Sloth's period window: the plain mean of the 5m ratios over 30 days.
-        sel = '{slo="chat-availability"}'
-        unweighted = prom.scalar(
-            f"avg_over_time(({ERRORS}{sel} / {REQUESTS}{sel})[30d:1m])", at=t_end
-        )
+        prom.backfill_rules(only({REQUESTS, ERRORS}), start=t_end - DAYS * 86400 - 3600, end=t_end)
+        periods = {error_ratio("30d"), error_ratio("month"), error_ratio("week")}
+        prom.backfill_rules(only(periods), start=t_end - 300, end=t_end)
+        yield prom, t_end, start, truth
 
+
+def exact_ratio(truth, start: int, since: int, until: int) -> float:
+    """Errors over requests from the raw counters' increases between two times."""
+    errors, total = truth
+    a, b = (since - start) // 60, (until - start) // 60
+    return (errors[b] - errors[a]) / (total[b] - total[a])
+
+
+def test_recorded_30d_sli_equals_the_exact_ratio_of_raw_counters(backfilled):
+    prom, t_end, start, truth = backfilled
+    exact = exact_ratio(truth, start, t_end - DAYS * 86400, t_end)
+    sel = '{slo="chat-availability"}'
+    recorded = prom.scalar(f"{error_ratio('30d')}{sel}", at=t_end)
+    # Sloth's period window: the plain mean of the 5m ratios over 30 days.
+    unweighted = prom.scalar(f"avg_over_time(({ERRORS}{sel} / {REQUESTS}{sel})[30d:1m])", at=t_end)
     assert abs(recorded - exact) / exact < 1e-6, (recorded, exact)
     assert abs(unweighted - exact) / exact > 1e-2, (unweighted, exact)
+
+
+def test_calendar_periods_count_from_the_start_of_the_month_and_week(backfilled):
+    prom, t_end, start, truth = backfilled
+    when = datetime.fromtimestamp(t_end, UTC)
+    month_start = int(when.replace(day=1).timestamp())
+    week_start = t_end - when.weekday() * 86400
+    for name, since in (("month", month_start), ("week", week_start)):
+        exact = exact_ratio(truth, start, since, t_end)
+        recorded = prom.scalar(f'{error_ratio(name)}{{slo="chat-{name}"}}', at=t_end)
+        # Recordings land at the rule group's offset within the minute (promtool: 6.5 s), so
+        # the period starts up to one interval off 00:00: a few seconds of traffic at the
+        # edge, about 1e-5 of a three-week period here.
+        assert abs(recorded - exact) / exact < 1e-4, (name, recorded, exact)
+        # A period starting six hours off reads something else: the check can fail.
+        shifted = exact_ratio(truth, start, since + 6 * 3600, t_end)
+        assert abs(shifted - exact) / exact > 1e-3, (name, shifted, exact)

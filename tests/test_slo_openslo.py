@@ -10,11 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "slos" / "openslo" / "search.yaml"
 
 
-def test_openslo_example_generates_golden_rules_that_promtool_accepts(tmp_path, golden):
-    slos, warnings = load_specs([EXAMPLE])
+@pytest.mark.parametrize(
+    "example", [EXAMPLE, EXAMPLE.with_name("queue.yaml")], ids=lambda p: p.stem
+)
+def test_openslo_example_generates_golden_rules_that_promtool_accepts(tmp_path, golden, example):
+    slos, warnings = load_specs([example])
     assert warnings == []
-    rules, _ = write_outputs(slos, [str(EXAMPLE)], tmp_path)
-    golden("slo_openslo_search.rules.yaml", rules.read_text().partition("groups:")[2])
+    rules, _ = write_outputs(slos, [str(example)], tmp_path)
+    golden(f"slo_openslo_{example.stem}.rules.yaml", rules.read_text().partition("groups:")[2])
     out = subprocess.run(
         [need("promtool"), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
@@ -72,14 +75,35 @@ def test_references_resolve_across_files(tmp_path):
     [
         (
             ("budgetingMethod: Occurrences", "budgetingMethod: Timeslices"),
-            "spec.budgetingMethod: Timeslices budgeting is not supported yet",
+            "spec.objectives[0]: Timeslices budgeting needs timeSliceWindow",
+        ),
+        (
+            ("      target: 0.995", "      target: 0.995\n      timeSliceWindow: 1m"),
+            "spec.objectives[0]: timeSliceTarget and timeSliceWindow need Timeslices budgeting",
+        ),
+        (
+            ("      target: 0.995", "      target: 0.995\n      op: lt\n      value: 1"),
+            "spec.objectives[0]: op and value apply to thresholdMetric SLIs only",
+        ),
+        (
+            ("      isRolling: true", "      isRolling: false"),
+            "spec.timeWindow[0].duration: calendar window '28d' is not supported; use 1M",
         ),
         (
             (
-                "      isRolling: true",
-                "      isRolling: false\n      calendar: {startTime: 2026-01-01}",
+                "    - duration: 28d\n      isRolling: true",
+                "    - duration: 1M\n      isRolling: false\n"
+                "      calendar: {startTime: '2026-01-01 00:00:00', timeZone: Europe/Amsterdam}",
             ),
-            "spec.timeWindow[0]: calendar time windows are not supported yet",
+            "spec.timeWindow[0].calendar.timeZone: time zone 'Europe/Amsterdam' is not supported",
+        ),
+        (
+            (
+                "    - duration: 28d\n      isRolling: true",
+                "    - duration: 1w\n      isRolling: false\n"
+                "      calendar: {startTime: '2026-01-01 00:00:00', timeZone: UTC}",
+            ),
+            "spec.timeWindow[0].calendar.startTime: calendar weeks start at 00:00 UTC on a Monday",
         ),
         (
             ("  service: search", "  service: search\n  owner: me"),
@@ -97,7 +121,7 @@ def test_unsupported_and_unknown_fields_are_reported_at_their_place(tmp_path, ch
     assert any(expected in m and m.startswith(f"{spec}:") for m in messages), messages
 
 
-def test_non_prometheus_sources_and_threshold_slis_are_refused(tmp_path):
+def test_non_prometheus_sources_and_two_slis_at_once_are_refused(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(EXAMPLE.read_text().replace("  type: Prometheus", "  type: Datadog"))
     with pytest.raises(SpecError) as err:
@@ -111,7 +135,7 @@ def test_non_prometheus_sources_and_threshold_slis_are_refused(tmp_path):
     )
     with pytest.raises(SpecError) as err:
         load_specs([spec])
-    assert "thresholdMetric SLIs are not supported yet" in str(err.value)
+    assert "give exactly one of ratioMetric or thresholdMetric" in str(err.value)
 
 
 def test_notification_targets_are_reported_not_silently_dropped(tmp_path):

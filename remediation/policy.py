@@ -1,0 +1,221 @@
+"""Remediation policies: which alerts trigger which bounded action, under which guardrails.
+
+apiVersion: gpuslo/v1
+kind: RemediationPolicy
+settings: {dry_run: false, prometheus: http://prometheus:9090}
+policies:
+  - name: chat-ttft-scale
+    match: {slo: chat-ttft, severity: page}
+    action:
+      scale_pool: {pool: {namespace: inference, name: llama-70b}, step: 2, min: 2, max: 16}
+    cooldown: 10m
+    revert: {after: 15m}
+
+Validated like SLO specs: every problem as ``file:line:col: field: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from slo_engine.durations import parse_duration
+from slo_engine.errors import SpecError, SpecProblem
+from slo_engine.yamlpos import load_documents, locate, validation_problems
+
+_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: str) -> str:
+    seconds(value)
+    return value
+
+
+class Workload(_Strict):
+    """A scalable workload: Deployment or StatefulSet, by namespace and name."""
+
+    namespace: str = "default"
+    name: str = Field(pattern=_NAME)
+    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+class Route(_Strict):
+    """A Gateway API HTTPRoute whose backendRef weights split traffic between models."""
+
+    namespace: str = "default"
+    name: str = Field(pattern=_NAME)
+
+    @property
+    def ref(self) -> str:
+        return f"HTTPRoute/{self.namespace}/{self.name}"
+
+
+class ScalePool(_Strict):
+    """Add replicas to a serving pool (``step``) or raise it to ``target``, within bounds."""
+
+    pool: Workload
+    step: int | None = Field(default=None, gt=0)
+    target: int | None = Field(default=None, gt=0)
+    min: int = Field(default=1, ge=0)
+    max: int = Field(gt=0)
+    gpus_per_replica: int = Field(default=1, ge=0)
+    max_gpus: int | None = Field(default=None, gt=0)
+    dollars_per_gpu_hour: float = Field(default=0.0, ge=0)
+    max_dollars_per_hour: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalePool:
+        if (self.step is None) == (self.target is None):
+            raise ValueError("give exactly one of step or target")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        if self.target is not None and not self.min <= self.target <= self.max:
+            raise ValueError(f"target {self.target} is outside min..max ({self.min}..{self.max})")
+        if self.max_dollars_per_hour is not None and self.dollars_per_gpu_hour == 0:
+            raise ValueError("max_dollars_per_hour needs dollars_per_gpu_hour")
+        return self
+
+    def ceiling(self) -> int:
+        """The most replicas the caps allow."""
+        cap = self.max
+        if self.max_gpus is not None and self.gpus_per_replica:
+            cap = min(cap, self.max_gpus // self.gpus_per_replica)
+        if self.max_dollars_per_hour is not None and self.gpus_per_replica:
+            per_replica = self.gpus_per_replica * self.dollars_per_gpu_hour
+            cap = min(cap, int(self.max_dollars_per_hour // per_replica))
+        return cap
+
+
+class CpuFallback(_Strict):
+    """Shift a share of a route's traffic to a CPU fallback model, in steps, after scaling the
+    fallback pool up first."""
+
+    route: Route
+    primary: str = Field(description="backendRef name of the GPU model service")
+    fallback: str = Field(description="backendRef name of the CPU fallback service")
+    fallback_pool: Workload | None = None
+    fallback_replicas: int = Field(default=1, gt=0)
+    step_percent: int = Field(default=25, gt=0, le=100)
+    max_percent: int = Field(default=50, gt=0, le=100)
+
+
+class NotifyOnly(_Strict):
+    """Record the decision; act on nothing."""
+
+
+class Action(_Strict):
+    scale_pool: ScalePool | None = None
+    cpu_fallback: CpuFallback | None = None
+    notify_only: NotifyOnly | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Action:
+        if sum(x is not None for x in (self.scale_pool, self.cpu_fallback, self.notify_only)) != 1:
+            raise ValueError("give exactly one action: scale_pool, cpu_fallback or notify_only")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(
+            k for k in ("scale_pool", "cpu_fallback", "notify_only") if getattr(self, k) is not None
+        )
+
+
+class RateLimit(_Strict):
+    max: int = Field(gt=0)
+    per: str = "1h"
+
+    _per = field_validator("per")(_duration)
+
+
+class Revert(_Strict):
+    after: str = Field(description="hysteresis: wait this long after resolution")
+
+    _after = field_validator("after")(_duration)
+
+
+class Policy(_Strict):
+    name: str = Field(pattern=_NAME, max_length=63)
+    match: dict[str, str] = Field(min_length=1)
+    action: Action
+    cooldown: str = "10m"
+    rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(max=6, per="1h"))
+    revert: Revert | None = None
+
+    _cooldown = field_validator("cooldown")(_duration)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match.items())
+
+
+class Settings(_Strict):
+    dry_run: bool = False
+    kill_switch: str | None = Field(
+        default=None, description="a file whose presence stops every action"
+    )
+    prometheus: str | None = Field(
+        default=None,
+        description="checked before acting: the alert's expression must still return its "
+        "series (stale or missing data returns nothing)",
+    )
+    rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(max=30, per="1h"))
+
+
+class PolicyFile(_Strict):
+    apiVersion: Literal["gpuslo/v1"]
+    kind: Literal["RemediationPolicy"]
+    settings: Settings = Field(default_factory=Settings)
+    policies: list[Policy] = Field(min_length=1)
+
+
+def load_policy(path: str | Path) -> PolicyFile:
+    """Validate a policy file; SpecError lists every problem with its place."""
+    name = str(path)
+    docs = load_documents(path)
+    if len(docs) != 1:
+        raise SpecError([SpecProblem(name, 1, 1, "file", "one policy document per file")])
+    data, node = docs[0]
+    try:
+        spec = PolicyFile.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(validation_problems(name, node, err)) from err
+    seen: dict[str, int] = {}
+    problems = []
+    for i, p in enumerate(spec.policies):
+        if p.name in seen:
+            line, col = locate(node, ("policies", i, "name"))
+            problems.append(
+                SpecProblem(
+                    name,
+                    line,
+                    col,
+                    f"policies[{i}].name",
+                    f"{p.name!r} is already policies[{seen[p.name]}]",
+                )
+            )
+        seen.setdefault(p.name, i)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration in seconds; ``0s`` (or ``0``) means none."""
+    if duration.strip() in ("0", "0s"):
+        return 0.0
+    return parse_duration(duration)
+
+
+def as_dict(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
