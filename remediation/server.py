@@ -80,7 +80,11 @@ class Hook:
         self.server = ThreadingHTTPServer((host, port), _handler(self))
         self.server.daemon_threads = True
         if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            # The handshake happens on first read, in the connection's own thread, so a slow
+            # client cannot hold up accepting others.
+            self.server.socket = tls.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self.server.server_address[1]
         self._stop = threading.Event()
         self._tick = tick

@@ -25,6 +25,7 @@ from remediation.engine import DataCheck, Remediator
 from remediation.journal import Journal
 from remediation.policy import load_policy
 from remediation.server import Hook, Metrics
+from remediation.webhook import parse_payload
 from tests.conftest import free_port, need, start_prometheus, wait_http
 
 pytestmark = pytest.mark.component
@@ -255,3 +256,85 @@ def _decisions(h: Hook) -> dict[str, float]:
 
 def _errors(h: Hook) -> dict[str, float]:
     return _metric_values(h, "gpuslo_remediation_errors_total", "kind")
+
+
+def test_the_journal_api_filters_and_needs_the_token(hook):
+    h, _, _, _ = hook
+    h.remediator.handle(
+        parse_payload(
+            json.dumps(
+                {
+                    "version": "4",
+                    "groupKey": "g",
+                    "status": "firing",
+                    "alerts": [
+                        {
+                            "status": "firing",
+                            "labels": {"slo": "other", "severity": "page"},
+                            "startsAt": "2026-11-22T10:00:00Z",
+                            "fingerprint": "x",
+                        }
+                    ],
+                }
+            ).encode()
+        )
+    )
+    h.remediator.journal.insert(
+        key="k1", policy="ttft-scale", kind="scale_pool", status="skipped", slo="chat-ttft"
+    )
+    h.remediator.journal.insert(
+        key="k2", policy="ttft-scale", kind="scale_pool", status="acted", slo="chat-ttft"
+    )
+    base = f"http://127.0.0.1:{h.port}/v1/actions"
+
+    def get(query: str, token: str | None = TOKEN):
+        req = urllib.request.Request(
+            base + query, headers={"Authorization": f"Bearer {token}"} if token else {}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+
+    assert get("", token=None)[0] == 401
+    code, body = get("?status=acted")
+    assert code == 200 and [a["key"] for a in body["actions"]] == ["k2"]
+    assert [a["key"] for a in get("?policy=ttft-scale&limit=1")[1]["actions"]] == ["k2"]
+    assert get("?limit=zero")[0] == 400
+
+
+def test_mtls_refuses_clients_without_a_certificate(tmp_path):
+    import ssl
+
+    import trustme
+
+    from remediation.server import tls_context
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / "policy.yaml").write_text(
+        "apiVersion: gpuslo/v1\nkind: RemediationPolicy\npolicies:\n"
+        "  - {name: p, match: {slo: x}, action: {notify_only: {}}}\n"
+    )
+    journal = Journal(tmp_path / "j.db")
+    remediator = Remediator(load_policy(tmp_path / "policy.yaml"), journal, LogActuator())
+    tls = tls_context(tmp_path / "server.pem", tmp_path / "server.pem", tmp_path / "ca.pem")
+    hook = Hook(remediator, Metrics(), port=0, tls=tls).start()
+    try:
+        url = f"https://127.0.0.1:{hook.port}/healthz"
+        without = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        with (
+            pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)),
+            urllib.request.urlopen(url, context=without, timeout=5) as resp,
+        ):
+            resp.read()
+        with_cert = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        ca.issue_cert("alertmanager").configure_cert(with_cert)
+        with urllib.request.urlopen(url, context=with_cert, timeout=5) as resp:
+            assert json.load(resp)["status"] == "ok"
+    finally:
+        hook.stop()
+        journal.close()
