@@ -1,0 +1,127 @@
+"""``gpuslo twin``: the fleet digital twin (validate a scenario, write offline history, or run
+it live with its agents and pool API)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gpuslo.agent_cmd import UsageError
+
+EPILOG = """\
+examples:
+  gpuslo twin validate simulator/scenarios/*.yaml
+  gpuslo twin offline simulator/scenarios/gpu-lost.yaml -o /tmp/history
+  promtool tsdb create-blocks-from openmetrics /tmp/history/history.om data/
+  gpuslo twin serve simulator/scenarios/traffic-spike.yaml --listen 127.0.0.1:9850 --speed 10
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "twin",
+        help="the fleet digital twin: scenarios, offline history, live mode",
+        description="Simulate a GPU inference fleet from a scenario: nodes and GPUs, serving "
+        "pools, tenants' traffic, faults on a timeline.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tsub = p.add_subparsers(dest="twin_command", metavar="SUBCOMMAND", required=True)
+    v = tsub.add_parser("validate", help="check scenario files; print every problem")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.set_defaults(func=validate)
+    o = tsub.add_parser("offline", help="simulate a whole scenario and write OpenMetrics history")
+    o.add_argument("scenario", metavar="FILE")
+    o.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    o.add_argument(
+        "--start",
+        type=float,
+        metavar="UNIX_SECONDS",
+        help="timestamp of the scenario's start (default: so that it ends now)",
+    )
+    o.add_argument("--step", metavar="DURATION", help="override the scenario's step (e.g. 1m)")
+    o.set_defaults(func=offline)
+    s = tsub.add_parser("serve", help="run the scenario live: agents, request metrics, pool API")
+    s.add_argument("scenario", metavar="FILE")
+    s.add_argument("--listen", default="127.0.0.1:9850", metavar="HOST:PORT")
+    s.add_argument("--speed", type=float, default=1.0, help="model seconds per real second")
+    s.set_defaults(func=serve)
+
+
+def _load(path: str) -> Any:
+    from simulator.scenario import load_scenario
+    from slo_engine.errors import SpecError
+
+    try:
+        return load_scenario(path)
+    except SpecError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def validate(args: argparse.Namespace) -> int:
+    results = [_load(f) for f in args.files]
+    if any(r is None for r in results):
+        return 1
+    print(f"{len(results)} scenario(s) valid")
+    return 0
+
+
+def offline(args: argparse.Namespace) -> int:
+    from simulator.offline import run_offline
+    from slo_engine.durations import parse_duration
+
+    scenario = _load(args.scenario)
+    if scenario is None:
+        return 1
+    step = None
+    if args.step:
+        try:
+            step = parse_duration(args.step)
+        except ValueError as err:
+            raise UsageError(f"--step: {err}") from None
+    duration = parse_duration(scenario.duration)
+    start = args.start if args.start is not None else time.time() // 60 * 60 - duration
+    t0 = time.monotonic()
+    result = run_offline(scenario, args.output, start, step)
+    print(
+        f"{result['steps']:.0f} steps, {result['series']:.0f} series, {result['samples']:.0f} "
+        f"samples in {time.monotonic() - t0:.1f}s -> {args.output / 'history.om'}, "
+        f"{args.output / 'incidents.json'}"
+    )
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from simulator.live import LiveTwin
+
+    scenario = _load(args.scenario)
+    if scenario is None:
+        return 1
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
+    if args.speed <= 0:
+        raise UsageError("--speed must be above 0")
+    try:
+        twin = LiveTwin(scenario, host, int(port), speed=args.speed).start()
+    except OSError as err:
+        raise UsageError(f"cannot listen on {args.listen}: {err.strerror}") from None
+    print(f"gpuslo twin: pool API and request metrics on http://{host}:{twin.port}", flush=True)
+    for target in twin.agent_targets:
+        print(f"gpuslo twin: agent on http://{target}/metrics", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        twin.stop()
+    return 0

@@ -1,0 +1,160 @@
+"""Offline mode: run a scenario as fast as the model goes and write OpenMetrics history (for
+``promtool tsdb create-blocks-from openmetrics``) plus the ground truth of every fault."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from gpuslo import conventions as c
+from slo_engine.durations import parse_duration as _seconds
+
+from .fleet import Fleet, Histogram, TenantTotals
+from .scenario import Scenario
+
+TWIN_REPLICAS = "gpuslo_twin_pool_replicas"
+TWIN_READY = "gpuslo_twin_pool_ready_replicas"
+TWIN_FALLBACK_SHARE = "gpuslo_twin_fallback_share_percent"
+
+
+def _labels(pairs: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in pairs.items()) + "}"
+
+
+class Recorder:
+    """Samples every series at every step into compact arrays, then writes them family by
+    family (OpenMetrics wants each family's samples together)."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, dict[str, array[float]]] = {}
+        self.types: dict[str, str] = {}
+
+    def add(self, family: str, name: str, labels: dict[str, str], value: float) -> None:
+        series = self.families.setdefault(family, {})
+        key = name + _labels(labels)
+        values = series.get(key)
+        if values is None:
+            values = series[key] = array("d")
+        values.append(value)
+
+    def write(self, out: TextIO, timestamps: list[float]) -> int:
+        written = 0
+        for family, series in self.families.items():
+            if family in self.types:
+                out.write(f"# TYPE {family} {self.types[family]}\n")
+            for key, values in series.items():
+                # Series that appear later (an XID counter) start at their first sample.
+                offset = len(timestamps) - len(values)
+                ts = timestamps[offset:]
+                out.write(
+                    "".join(f"{key} {v:.6g} {t:.0f}\n" for v, t in zip(values, ts, strict=True))
+                )
+                written += len(values)
+        out.write("# EOF\n")
+        return written
+
+
+def request_series(rec: Recorder, pool: str, tenant: str, tot: TenantTotals) -> None:
+    base = {
+        c.LABEL_MODEL: tot.model,
+        c.LABEL_TENANT: tenant,
+        c.LABEL_NAMESPACE: tot.namespace,
+        c.LABEL_SERVER: "twin",
+    }
+    for outcome, value in tot.outcomes.items():
+        rec.add(
+            "gen_ai_server_requests", c.REQUESTS_TOTAL, {**base, c.LABEL_OUTCOME: outcome}, value
+        )
+    for kind, value in (("input", tot.input_tokens), ("output", tot.output_tokens)):
+        rec.add(
+            "gen_ai_server_token_usage",
+            c.TOKEN_USAGE_TOTAL,
+            {**base, c.LABEL_TOKEN_TYPE: kind},
+            value,
+        )
+    for name, hist in (
+        (c.TIME_TO_FIRST_TOKEN, tot.ttft),
+        (c.TIME_PER_OUTPUT_TOKEN, tot.tpot),
+        (c.REQUEST_DURATION, tot.e2e),
+    ):
+        histogram_series(rec, name, base, hist)
+
+
+def histogram_series(rec: Recorder, name: str, base: dict[str, str], hist: Histogram) -> None:
+    # Plain series, no TYPE line: promtool then takes them as they are.
+    for le, count in zip(hist.buckets, hist.counts, strict=True):
+        rec.add(name + "_bucket", name + "_bucket", {**base, "le": format(le, "g")}, count)
+    rec.add(name + "_bucket", name + "_bucket", {**base, "le": "+Inf"}, hist.total)
+    rec.add(name + "_count", name + "_count", base, hist.total)
+    rec.add(name + "_sum", name + "_sum", base, hist.sum)
+
+
+def gpu_series(rec: Recorder, fleet: Fleet) -> None:
+    for gpu in fleet.gpus:
+        ident = {c.LABEL_GPU: str(gpu.index), c.LABEL_UUID: gpu.uuid, c.LABEL_HOSTNAME: gpu.node}
+        rec.add(c.GPU_UP.name, c.GPU_UP.name, ident, 0.0 if gpu.lost else 1.0)
+        if gpu.lost:
+            continue  # a lost GPU reports nothing but gpuslo_gpu_up
+        rec.add(c.DCGM_GPU_UTIL.name, c.DCGM_GPU_UTIL.name, ident, round(gpu.util * 100))
+        rec.add(c.DCGM_POWER_USAGE.name, c.DCGM_POWER_USAGE.name, ident, gpu.power)
+        rec.add(c.DCGM_GPU_TEMP.name, c.DCGM_GPU_TEMP.name, ident, round(gpu.temperature))
+        rec.add(
+            c.GPU_THROTTLE_SECONDS.name.removesuffix("_total"),
+            c.GPU_THROTTLE_SECONDS.name,
+            {**ident, c.LABEL_REASON: "thermal"},
+            gpu.throttle_s,
+        )
+        for xid, count in gpu.xids.items():
+            rec.add(
+                c.GPU_XID_ERRORS.name.removesuffix("_total"),
+                c.GPU_XID_ERRORS.name,
+                {**ident, c.LABEL_XID: str(xid)},
+                count,
+            )
+
+
+def run_offline(
+    scenario: Scenario,
+    out_dir: Path,
+    start: float,
+    step: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, float]:
+    """Simulate the whole scenario from ``start`` (Unix seconds); write ``history.om`` and
+    ``incidents.json`` into ``out_dir``. Returns counts for the caller to report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dt = step or _seconds(scenario.step)
+    steps = int(_seconds(scenario.duration) // dt)
+    fleet = Fleet(scenario)
+    rec = Recorder()
+    rec.types.update({"gen_ai_server_requests": "counter", "gen_ai_server_token_usage": "counter"})
+    timestamps: list[float] = []
+    for n in range(steps):
+        fleet.step(dt)
+        timestamps.append(start + fleet.t)
+        for (pool, tenant), tot in fleet.totals.items():
+            request_series(rec, pool, tenant, tot)
+        gpu_series(rec, fleet)
+        for name, state in fleet.pools.items():
+            labels = {"pool": name, c.LABEL_NAMESPACE: state.spec.namespace}
+            rec.add(TWIN_REPLICAS, TWIN_REPLICAS, labels, len(state.replicas))
+            rec.add(
+                TWIN_READY,
+                TWIN_READY,
+                labels,
+                sum(1 for r in state.replicas if r.ready_at <= fleet.t),
+            )
+        if progress is not None and n % 500 == 0:
+            progress(n / steps)
+    with (out_dir / "history.om").open("w") as f:
+        samples = rec.write(f, timestamps)
+    incidents = [inc.truth(offset=start) for inc in fleet.incidents]
+    (out_dir / "incidents.json").write_text(json.dumps(incidents, indent=1) + "\n")
+    return {
+        "steps": steps,
+        "samples": samples,
+        "series": sum(len(s) for s in rec.families.values()),
+    }

@@ -1,0 +1,201 @@
+"""Twin scenarios (YAML): the fleet, its serving pools, tenants' traffic and a fault timeline.
+
+apiVersion: gpuslo/v1
+kind: TwinScenario
+duration: 2h
+nodes: [{prefix: gpu-node, count: 2, gpus: 8, profile: H100}]
+pools:
+  - {name: llama-70b, model: llama-3-70b, replicas: 4, gpus_per_replica: 4, tokens_per_second: 2500}
+tenants:
+  - {name: acme, model: llama-3-70b, requests_per_second: 20}
+faults:
+  - {at: 30m, for: 20m, kind: thermal_throttle, node: gpu-node-00, gpu: 0}
+
+Validated like SLO specs: every problem as ``file:line:col: field: message``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from collectors.backends.sim import PROFILES
+from slo_engine.durations import parse_duration
+from slo_engine.errors import SpecError, SpecProblem
+from slo_engine.yamlpos import load_documents, locate, validation_problems
+
+_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+FaultKind = Literal[
+    "thermal_throttle",  # one GPU runs hot and clocks down
+    "xid79",  # GPU fell off the bus: lost until the fault ends
+    "xid48",  # double-bit ECC error: the replica restarts
+    "xid94",  # contained ECC error: the replica restarts
+    "nvlink_crc",  # CRC error storm on a GPU's NVLinks: slower collectives
+    "ib_flap",  # an InfiniBand port on a node flaps: multi-node replicas stall
+    "noisy_neighbour",  # another workload shares the GPU
+    "traffic_spike",  # a tenant's traffic multiplies
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _seconds(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+class NodeGroup(_Strict):
+    prefix: str = Field(pattern=_NAME)
+    count: int = Field(gt=0, le=4096)
+    gpus: int = Field(default=8, gt=0, le=16)
+    profile: str = "H100"
+    ib_ports: int = Field(default=1, ge=0, le=16)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown GPU profile {value!r}; choose from {', '.join(PROFILES)}")
+        return value
+
+
+class Pool(_Strict):
+    """A GPU serving pool: replicas of one model, each on ``gpus_per_replica`` GPUs."""
+
+    name: str = Field(pattern=_NAME)
+    namespace: str = "inference"
+    model: str
+    replicas: int = Field(ge=0)
+    gpus_per_replica: int = Field(default=1, gt=0)
+    tokens_per_second: float = Field(gt=0, description="output tokens/s one replica serves")
+    cold_start: str = "90s"
+    ttft_base: float = Field(default=0.15, gt=0, description="seconds, unloaded")
+    tpot_base: float = Field(default=0.02, gt=0, description="seconds per output token, unloaded")
+
+    _cold = field_validator("cold_start")(_seconds)
+
+
+class Fallback(_Strict):
+    """A CPU pool serving a smaller model, slower, with its own capacity."""
+
+    name: str = Field(pattern=_NAME)
+    namespace: str = "inference"
+    model: str
+    replicas: int = Field(default=1, ge=0)
+    tokens_per_second: float = Field(gt=0)
+    cold_start: str = "30s"
+    ttft_base: float = Field(default=0.6, gt=0)
+    tpot_base: float = Field(default=0.08, gt=0)
+    serves: str = Field(description="the GPU pool whose traffic it can take")
+
+    _cold = field_validator("cold_start")(_seconds)
+
+
+class Burst(_Strict):
+    at: str
+    for_: str = Field(alias="for")
+    factor: float = Field(gt=0)
+
+    _at = field_validator("at", "for_")(_seconds)
+
+
+class Tenant(_Strict):
+    name: str = Field(pattern=_NAME)
+    model: str
+    requests_per_second: float = Field(gt=0)
+    diurnal: float = Field(default=0.3, ge=0, lt=1, description="amplitude of the daily curve")
+    input_tokens: int = Field(default=512, gt=0)
+    output_tokens: int = Field(default=256, gt=0)
+    bursts: list[Burst] = Field(default_factory=list)
+
+
+class Fault(_Strict):
+    at: str
+    for_: str = Field(alias="for")
+    kind: FaultKind
+    node: str | None = None
+    gpu: int | None = Field(default=None, ge=0)
+    tenant: str | None = None
+    factor: float = Field(default=3.0, gt=0, description="traffic_spike: traffic multiplier")
+
+    _at = field_validator("at", "for_")(_seconds)
+
+    @model_validator(mode="after")
+    def _target(self) -> Fault:
+        gpu_kinds = {"thermal_throttle", "xid79", "xid48", "xid94", "nvlink_crc", "noisy_neighbour"}
+        if self.kind in gpu_kinds and (self.node is None or self.gpu is None):
+            raise ValueError(f"{self.kind} needs node and gpu")
+        if self.kind == "ib_flap" and self.node is None:
+            raise ValueError("ib_flap needs node")
+        if self.kind == "traffic_spike" and self.tenant is None:
+            raise ValueError("traffic_spike needs tenant")
+        return self
+
+
+class Scenario(_Strict):
+    apiVersion: Literal["gpuslo/v1"]
+    kind: Literal["TwinScenario"]
+    description: str = ""
+    duration: str
+    step: str = "15s"
+    seed: int = 1
+    nodes: list[NodeGroup] = Field(min_length=1)
+    pools: list[Pool] = Field(min_length=1)
+    fallback: Fallback | None = None
+    tenants: list[Tenant] = Field(min_length=1)
+    faults: list[Fault] = Field(default_factory=list)
+
+    _durations = field_validator("duration", "step")(_seconds)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Validate a scenario file; SpecError lists every problem with its place."""
+    name = str(path)
+    docs = load_documents(path)
+    if len(docs) != 1:
+        raise SpecError([SpecProblem(name, 1, 1, "file", "one scenario document per file")])
+    data, node = docs[0]
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(validation_problems(name, node, err)) from err
+    problems = []
+
+    def problem(loc: tuple[str | int, ...], message: str) -> None:
+        line, col = locate(node, loc)
+        field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
+        problems.append(SpecProblem(name, line, col, field, message))
+
+    gpus = sum(g.count * g.gpus for g in scenario.nodes)
+    wanted = sum(p.replicas * p.gpus_per_replica for p in scenario.pools)
+    if wanted > gpus:
+        problem(("pools",), f"the pools need {wanted} GPUs; the nodes have {gpus}")
+    models = {p.model for p in scenario.pools}
+    for i, t in enumerate(scenario.tenants):
+        if t.model not in models:
+            problem(("tenants", i, "model"), f"no pool serves model {t.model!r}")
+    pool_names = {p.name for p in scenario.pools}
+    if scenario.fallback is not None and scenario.fallback.serves not in pool_names:
+        problem(("fallback", "serves"), f"no pool named {scenario.fallback.serves!r}")
+    node_names = {n for g in scenario.nodes for n in node_names_of(g)}
+    gpus_of = {n: g.gpus for g in scenario.nodes for n in node_names_of(g)}
+    tenants = {t.name for t in scenario.tenants}
+    for i, f in enumerate(scenario.faults):
+        if f.node is not None and f.node not in node_names:
+            problem(("faults", i, "node"), f"no node named {f.node!r}")
+        elif f.gpu is not None and f.node is not None and f.gpu >= gpus_of[f.node]:
+            problem(("faults", i, "gpu"), f"{f.node} has GPUs 0..{gpus_of[f.node] - 1}")
+        if f.tenant is not None and f.tenant not in tenants:
+            problem(("faults", i, "tenant"), f"no tenant named {f.tenant!r}")
+    if problems:
+        raise SpecError(problems)
+    return scenario
+
+
+def node_names_of(group: NodeGroup) -> list[str]:
+    width = max(2, len(str(group.count - 1)))
+    return [f"{group.prefix}-{i:0{width}d}" for i in range(group.count)]

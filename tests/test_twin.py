@@ -1,0 +1,211 @@
+"""The digital twin: scenario validation, the fleet model's behaviour under each fault, offline
+history that a real Prometheus backfills, and the live pool API driven by the remediation
+hook's twin actuator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gpuslo.promlab import Prometheus
+from remediation.actuators import TwinActuator
+from remediation.policy import Route, Workload
+from simulator.fleet import Fleet
+from simulator.live import LiveTwin
+from simulator.offline import run_offline
+from simulator.scenario import load_scenario
+from slo_engine.errors import SpecError
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "simulator" / "scenarios"
+
+
+def run(fleet: Fleet, until: float, dt: float = 15.0) -> None:
+    while fleet.t < until:
+        fleet.step(dt)
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_scenarios_are_valid(path):
+    assert load_scenario(path).faults or path.stem == "quiet-day"
+
+
+def test_scenario_problems_are_reported_at_their_place(tmp_path):
+    text = (SCENARIOS / "gpu-lost.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        text.replace("node: gpu-node-01, gpu: 3", "node: gpu-node-9, gpu: 3").replace(
+            "replicas: 4, gpus_per_replica: 2", "replicas: 40, gpus_per_replica: 2"
+        )
+    )
+    with pytest.raises(SpecError) as err:
+        load_scenario(bad)
+    messages = [str(p) for p in err.value.problems]
+    assert any("faults[0].node: no node named 'gpu-node-9'" in m for m in messages), messages
+    assert any("pools: the pools need 80 GPUs; the nodes have 16" in m for m in messages)
+    bad.write_text(text.replace("profile: H200", "profile: B300"))
+    with pytest.raises(SpecError, match=r"bad.yaml:\d+:\d+: nodes\[0\]\.profile: .*unknown GPU"):
+        load_scenario(bad)
+
+
+def test_a_traffic_spike_beyond_capacity_raises_latency_and_sheds_then_drains():
+    fleet = Fleet(load_scenario(SCENARIOS / "traffic-spike.yaml"))
+    pool = fleet.pools["llama-70b"]
+    run(fleet, 35 * 60)
+    before, rejected_before = (
+        pool.ttft_mean,
+        fleet.totals[("llama-70b", "acme")].outcomes["rejected"],
+    )
+    assert pool.load < 1 and rejected_before == 0
+    run(fleet, 55 * 60)
+    assert pool.load > 1.2 and pool.ttft_mean > 10 * before
+    assert fleet.totals[("llama-70b", "acme")].outcomes["rejected"] > 0
+    run(fleet, 90 * 60)
+    assert pool.backlog == 0 and pool.ttft_mean < 2 * before
+
+
+def test_thermal_throttling_slows_the_whole_sharded_replica_and_heats_the_gpu():
+    fleet = Fleet(load_scenario(SCENARIOS / "thermal-throttling.yaml"))
+    run(fleet, 25 * 60)
+    tpot_before = fleet.pools["llama-70b"].replicas[0]
+    hot = next(g for g in fleet.gpus if g.node == "gpu-node-00" and g.index == 1)
+    peer = next(g for g in fleet.gpus if g.node == "gpu-node-00" and g.index == 2)
+    run(fleet, 50 * 60)
+    assert fleet._health(tpot_before) == pytest.approx(0.6)
+    assert hot.temperature > peer.temperature + 5 and hot.power < peer.power
+    assert hot.throttle_s > 0 and peer.throttle_s == 0
+
+
+def test_a_lost_gpu_takes_its_replica_out_and_counts_the_xid(tmp_path):
+    scenario = load_scenario(SCENARIOS / "gpu-lost.yaml")
+    fleet = Fleet(scenario)
+    run(fleet, 25 * 60)
+    lost = next(g for g in fleet.gpus if g.node == "gpu-node-01" and g.index == 3)
+    assert lost.lost and lost.xids == {79: 1}
+    serving = [fleet._health(r) for r in fleet.pools["llama-70b"].replicas]
+    assert serving.count(0.0) == 1
+    run(fleet, 70 * 60)
+    assert not lost.lost and lost.xids == {79: 1}  # back, and counted once
+
+
+def test_scaling_adds_capacity_only_after_the_cold_start():
+    fleet = Fleet(load_scenario(SCENARIOS / "traffic-spike.yaml"))
+    run(fleet, 60)
+    fleet.set_replicas("llama-70b", 4)
+    pool = fleet.pools["llama-70b"]
+    assert len(pool.replicas) == 4 and pool.ready == 4
+    assert [fleet._health(r) > 0 for r in pool.replicas] == [True, True, True, False]
+    run(fleet, 60 + 90)
+    assert all(fleet._health(r) > 0 for r in pool.replicas)
+    fleet.set_replicas("llama-70b", 9)  # 16 GPUs hold 4 replicas of 4: the rest stay pending
+    assert len(pool.replicas) == 4
+
+
+def test_offline_history_is_deterministic_and_a_real_prometheus_reads_the_fault(tmp_path):
+    scenario = load_scenario(SCENARIOS / "traffic-spike.yaml")
+    start = 1_795_000_000
+    run_offline(scenario, tmp_path / "a", start)
+    run_offline(scenario, tmp_path / "b", start)
+    history = (tmp_path / "a" / "history.om").read_bytes()
+    assert history == (tmp_path / "b" / "history.om").read_bytes()
+    incidents = json.loads((tmp_path / "a" / "incidents.json").read_text())
+    assert incidents == [
+        {"kind": "traffic_spike", "start": start + 2400.0, "end": start + 3600.0, "tenant": "acme"}
+    ]
+    with Prometheus(tmp_path / "prom") as prom:
+        prom.backfill_openmetrics(tmp_path / "a" / "history.om")
+        prom.restart()
+        shed = 'sum(rate(gen_ai_server_requests_total{outcome="rejected"}[5m]))'
+        p99 = (
+            "histogram_quantile(0.99, sum by (le) "
+            "(rate(gen_ai_server_time_to_first_token_seconds_bucket[5m])))"
+        )
+        assert prom.scalar(shed, at=start + 30 * 60) == 0
+        assert prom.scalar(shed, at=start + 55 * 60) > 1
+        assert prom.scalar(p99, at=start + 55 * 60) > 5 * prom.scalar(p99, at=start + 30 * 60)
+
+
+def test_the_hooks_twin_actuator_drives_the_live_pool_api_and_agents_serve_gpus():
+    scenario = load_scenario(SCENARIOS / "traffic-spike.yaml")
+    twin = LiveTwin(scenario, speed=60.0, tick=0.05).start()
+    try:
+        actuator = TwinActuator(f"http://127.0.0.1:{twin.port}")
+        pool = Workload(namespace="inference", name="llama-70b")
+        assert actuator.replicas(pool) == 3
+        actuator.scale(pool, 4)
+        assert actuator.replicas(pool) == 4
+        route = Route(namespace="inference", name="llama-70b")
+        assert actuator.weights(route) == {"llama-70b": 100, "llama-8b-cpu": 0}
+        actuator.set_weights(route, {"llama-70b": 75, "llama-8b-cpu": 25})
+        assert actuator.weights(route) == {"llama-70b": 75, "llama-8b-cpu": 25}
+        text = ""
+        for _ in range(100):  # until the model has stepped at least once
+            with urllib.request.urlopen(f"http://127.0.0.1:{twin.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            if "gen_ai_server_requests_total{" in text:
+                break
+            time.sleep(0.05)
+        assert 'gpuslo_twin_pool_replicas{pool="llama-70b",namespace="inference"} 4' in text
+        assert "gen_ai_server_requests_total{" in text
+        assert len(twin.agent_targets) == 2
+        with urllib.request.urlopen(f"http://{twin.agent_targets[0]}/metrics", timeout=5) as resp:
+            agent = resp.read().decode()
+        assert 'DCGM_FI_DEV_GPU_UTIL{gpu="0"' in agent and 'Hostname="gpu-node-00"' in agent
+    finally:
+        twin.stop()
+
+
+def test_cli_offline_and_validate(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpuslo",
+            "twin",
+            "offline",
+            str(SCENARIOS / "noisy-neighbour.yaml"),
+            "-o",
+            str(tmp_path),
+            "--step",
+            "1m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "120 steps" in out.stdout and (tmp_path / "history.om").stat().st_size > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: gpuslo/v1\nkind: TwinScenario\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "gpuslo", "twin", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "duration" in out.stderr
+
+
+def test_an_infiniband_flap_stalls_only_the_replica_sharded_over_that_node():
+    fleet = Fleet(load_scenario(SCENARIOS / "fabric-degradation.yaml"))
+    run(fleet, 35 * 60)
+    first, second = fleet.pools["llama-405b"].replicas
+    assert {g.node for g in first.gpus} == {"gpu-node-00", "gpu-node-01"}
+    assert fleet._health(first) == pytest.approx(0.2) and fleet._health(second) == 1.0
+    run(fleet, 75 * 60)  # the NVLink CRC storm on gpu-node-02 slows the other replica
+    assert fleet._health(first) == 1.0 and fleet._health(second) == pytest.approx(0.85)
+
+
+def test_a_noisy_neighbour_takes_capacity_while_the_gpu_reads_busier():
+    fleet = Fleet(load_scenario(SCENARIOS / "noisy-neighbour.yaml"))
+    run(fleet, 40 * 60)
+    shared = next(g for g in fleet.gpus if g.index == 2)
+    others = [g.util for g in fleet.gpus if g.index != 2]
+    assert shared.util > max(others)
+    replica = fleet.pools["mistral-7b"].replicas[shared.replica]  # type: ignore[index]
+    assert fleet._health(replica) == pytest.approx(0.7)
