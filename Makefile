@@ -36,9 +36,10 @@ lint: setup
 	$(BIN)/mypy
 
 # Until the twin lands: the agent on the sim backend for a few seconds, then one scrape.
+# The whole loop on loopback (twin, agents, Prometheus, Alertmanager, remediation hook), about
+# five minutes; the report lands in demo-report/index.html.
 demo: setup
-	$(BIN)/gpuslo agent --gpu-backend sim --sim-gpus 2 --no-collector.infiniband \
-	  --listen 127.0.0.1:0 --demo-seconds 3
+	$(BIN)/gpuslo demo --out demo-report
 
 # Rewrite tests/golden/* from the current output; review the diff before committing.
 golden: setup

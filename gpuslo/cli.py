@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpuslo import __version__, agent_cmd, remediate_cmd, slo_cmd, twin_cmd
+from gpuslo import __version__, agent_cmd, demo_cmd, remediate_cmd, slo_cmd, twin_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     slo_cmd.add_parser(sub)
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
+    demo_cmd.add_parser(sub)
     return parser
 
 

@@ -68,13 +68,61 @@ def backfill_openmetrics(path: Path, data: Path, max_block: str = "24h") -> None
     )
 
 
-class Prometheus:
+class _Server:
+    """A loopback server process: started, waited on until ``/-/ready``, stopped."""
+
+    name = "server"
+    workdir: Path
+    url: str
+    _proc: subprocess.Popen[bytes] | None
+
+    def _launch(self, args: Sequence[str], timeout: float) -> None:
+        log = self.workdir / f"{self.name}.log"
+        self._proc = subprocess.Popen(list(args), stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1):
+                    return
+            except OSError:
+                if self._proc.poll() is not None:
+                    text = log.read_text(errors="replace")
+                    raise LabError(f"{self.name} exited: {text.strip()[-2000:]}") from None
+                if time.monotonic() > deadline:
+                    raise LabError(f"{self.name} not ready after {timeout:g}s") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise LabError(f"{self.name} is not running")
+        return self._proc
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class Prometheus(_Server):
     """A Prometheus with its own data directory, listening on 127.0.0.1 only.
 
     ``data`` is the TSDB directory (default: ``data`` in the work directory, a temporary one
     unless given); ``rule_files`` are loaded for live evaluation; ``config_extra`` is appended
     to the configuration (scrape jobs). Use as a context manager; ``restart()`` reloads blocks.
     """
+
+    name = "prometheus"
 
     def __init__(
         self,
@@ -110,7 +158,7 @@ class Prometheus:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 30.0) -> Prometheus:
-        self._proc = subprocess.Popen(
+        self._launch(
             [
                 binary("prometheus"),
                 f"--config.file={self.config}",
@@ -119,38 +167,9 @@ class Prometheus:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 *self.flags,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "prometheus.log").open("ab"),
+            timeout,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1):
-                    return self
-            except OSError:
-                if self._proc.poll() is not None:
-                    log = (self.workdir / "prometheus.log").read_text(errors="replace")
-                    raise LabError(f"prometheus exited: {log.strip()[-2000:]}") from None
-                if time.monotonic() > deadline:
-                    raise LabError(f"prometheus not ready after {timeout:g}s") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise LabError("prometheus is not running")
-        return self._proc.pid
+        return self
 
     def restart(self) -> None:
         """Stop and start again on the same data: Prometheus loads blocks added meanwhile."""
@@ -257,3 +276,31 @@ def _stages(groups: list[dict[str, Any]], recorded: set[str]) -> list[list[dict[
 
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+class Alertmanager(_Server):
+    """An Alertmanager on loopback with its own storage, clustering off."""
+
+    name = "alertmanager"
+
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "alertmanager.yml"
+        self.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc = None
+
+    def start(self, timeout: float = 30.0) -> Alertmanager:
+        self._launch(
+            [
+                binary("prometheus-alertmanager"),
+                f"--config.file={self.config}",
+                f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # no gossip
+            ],
+            timeout,
+        )
+        return self

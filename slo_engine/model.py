@@ -57,6 +57,9 @@ class SLO:
     calendar: str = ""
     # What one event is: a request (occurrences) or a time slice (timeslice budgeting).
     unit: str = "requests"
+    # The window of the base rates every other window is summed from (5m; shorter only for
+    # compressed-time demos).
+    base_window: float = 300.0
 
     def labels_for(self, severity: str) -> dict[str, str]:
         """Extra alert labels for one severity (page or ticket)."""

@@ -72,9 +72,16 @@ class Cost(_Strict):
 
 class Alerting(_Strict):
     min_events: int = Field(default=0, ge=0)
+    base_window: str = BASE_WINDOW  # shorter only for compressed-time demos
     no_data_for: str = "10m"
     runbook_url: str = ""
     windows: str | None = None  # a tiers file instead of the SRE workbook defaults
+
+    @field_validator("base_window", "no_data_for")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
 
 def _check_window(value: str | None) -> str | None:
@@ -165,7 +172,7 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
         except SpecError as err:
             problems += err.problems
             continue
-        errors_q, total_q, kind = _queries(s)
+        errors_q, total_q, kind = _queries(s, alerting.base_window)
         window = s.window or spec.defaults.window
         out.append(
             SLO(
@@ -184,6 +191,7 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
                 runbook_url=alerting.runbook_url,
                 source=(name, line, col),
                 kind=kind,
+                base_window=parse_duration(alerting.base_window),
                 histogram=LATENCY_METRICS[s.latency.metric] if s.latency else "",
                 selector=tuple(sorted(s.selector.items())),
                 threshold=parse_duration(s.latency.threshold) if s.latency else 0.0,
@@ -210,20 +218,20 @@ def _sli_count_problems(name: str, data: Any, node: Any) -> list[SpecProblem]:
     return out
 
 
-def _queries(s: NativeSLO) -> tuple[str, str, str]:
+def _queries(s: NativeSLO, base: str = BASE_WINDOW) -> tuple[str, str, str]:
     sel = dict(sorted(s.selector.items()))
     if s.availability is not None:
         metric = c.REQUESTS_TOTAL
         bad = "|".join(sorted(s.availability.bad_outcomes))
-        total = f"sum(rate({metric}{matchers(sel)}[{BASE_WINDOW}]))"
+        total = f"sum(rate({metric}{matchers(sel)}[{base}]))"
         errors_sel = matchers(sel, extra=f'{c.LABEL_OUTCOME}=~"{bad}"')
         # No error series yet means zero errors, not "no data".
-        errors = f"(sum(rate({metric}{errors_sel}[{BASE_WINDOW}])) or vector(0))"
+        errors = f"(sum(rate({metric}{errors_sel}[{base}])) or vector(0))"
         return errors, total, "availability"
     assert s.latency is not None
     hist = LATENCY_METRICS[s.latency.metric]
     threshold = parse_duration(s.latency.threshold)
-    total = f"sum(rate({hist}_count{matchers(sel)}[{BASE_WINDOW}]))"
+    total = f"sum(rate({hist}_count{matchers(sel)}[{base}]))"
     good_sel = matchers(sel, extra=bucket_le_matcher(threshold))
-    good = f"sum(rate({hist}_bucket{good_sel}[{BASE_WINDOW}]))"
+    good = f"sum(rate({hist}_bucket{good_sel}[{base}]))"
     return f"({total} - {good})", total, "latency"

@@ -34,6 +34,21 @@ ALERT_NO_DATA = "GpusloSLINoData"
 DEFAULT_RUNBOOK_BASE = "https://github.com/gpuslo/gpuslo/blob/main/runbooks"
 
 
+def base(slo: SLO) -> str:
+    """The SLO's base window as written in series names (``5m``)."""
+    return format_duration(slo.base_window)
+
+
+def requests_series(slo: SLO) -> str:
+    """The recorded request (or slice) rate over the SLO's base window."""
+    return f"{c.RULE_PREFIX}slo_requests:rate{base(slo)}"
+
+
+def errors_series(slo: SLO) -> str:
+    """The recorded error rate over the SLO's base window."""
+    return f"{c.RULE_PREFIX}slo_errors:rate{base(slo)}"
+
+
 def error_ratio(window: str) -> str:
     """Recorded error ratio over a window."""
     return f"{c.RULE_PREFIX}slo_error_ratio:ratio_rate{window}"
@@ -47,7 +62,7 @@ def burn_rate(window: str) -> str:
 def windows(slo: SLO) -> list[str]:
     """Every window the SLO needs, shortest first: the base, each tier's pair, the period
     (named ``month`` or ``week`` for calendar periods)."""
-    seconds = {parse_duration(BASE)}
+    seconds = {slo.base_window}
     for tier in slo.tiers:
         seconds |= {tier.long_window, tier.short_window}
     if not slo.calendar:
@@ -65,10 +80,11 @@ def period_name(slo: SLO) -> str:
     return slo.calendar or format_duration(slo.period)
 
 
-def ratio_of_sums(sel: str, seconds: float) -> str:
+def ratio_of_sums(slo: SLO, sel: str, seconds: float) -> str:
     """Errors over requests in a window, summed from the recorded base rates."""
     r = format_range(seconds)
-    return f"sum_over_time({ERRORS}{sel}[{r}]) / sum_over_time({REQUESTS}{sel}[{r}])"
+    errors, requests = errors_series(slo), requests_series(slo)
+    return f"sum_over_time({errors}{sel}[{r}]) / sum_over_time({requests}{sel}[{r}])"
 
 
 def period_error_ratio(slo: SLO) -> str:
@@ -77,7 +93,7 @@ def period_error_ratio(slo: SLO) -> str:
     by a subquery that compares each minute's month (week) with the evaluation's."""
     sel = matchers({c.LABEL_SLO: slo.name})
     if not slo.calendar:
-        return ratio_of_sums(sel, slo.period)
+        return ratio_of_sums(slo, sel, slo.period)
     # Inside a subquery, time() is each step's time; "@ end()" pins an expression to the
     # evaluation time, so every step can compare its period with the current one. A step
     # counts when the minute it closes lies in the current period: the 5m rate recorded at
@@ -92,8 +108,8 @@ def period_error_ratio(slo: SLO) -> str:
     r = format_range(LONGEST[slo.calendar])
     part = "sum_over_time(({series}{sel} and on() ({same}))[{r}:1m])"
     return (
-        f"{part.format(series=ERRORS, sel=sel, same=same, r=r)} / "
-        f"{part.format(series=REQUESTS, sel=sel, same=same, r=r)}"
+        f"{part.format(series=errors_series(slo), sel=sel, same=same, r=r)} / "
+        f"{part.format(series=requests_series(slo), sel=sel, same=same, r=r)}"
     )
 
 
@@ -109,16 +125,16 @@ def recording_rules(slo: SLO) -> list[dict[str, Any]]:
     budget = number(slo.budget)
     needed = windows(slo)
     rules: list[dict[str, Any]] = [
-        {"record": REQUESTS, "expr": slo.total_query, "labels": labels},
-        {"record": ERRORS, "expr": slo.errors_query, "labels": labels},
+        {"record": requests_series(slo), "expr": slo.total_query, "labels": labels},
+        {"record": errors_series(slo), "expr": slo.errors_query, "labels": labels},
     ]
     for w in needed:
-        if w == BASE and slo.unit == "requests":
-            expr = f"{ERRORS}{sel} / {REQUESTS}{sel}"
+        if w == base(slo) and slo.unit == "requests":
+            expr = f"{errors_series(slo)}{sel} / {requests_series(slo)}{sel}"
         elif w == period_name(slo):
             expr = period_error_ratio(slo)
         else:
-            expr = ratio_of_sums(sel, parse_duration(w))
+            expr = ratio_of_sums(slo, sel, parse_duration(w))
         rules.append({"record": error_ratio(w), "expr": expr, "labels": labels})
     for w in needed:
         rules.append(
@@ -153,7 +169,8 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
         if slo.min_events:
             # Too few requests in the short window make one failure look like an outage.
             expr += (
-                f"\nand\navg_over_time({REQUESTS}{sel}[{format_range(tier.short_window)}]) * "
+                f"\nand\navg_over_time({requests_series(slo)}{sel}"
+                f"[{format_range(tier.short_window)}]) * "
                 f"{number(tier.short_window)} >= {slo.min_events}"
             )
         share = number(tier.budget_fraction * 100)
@@ -185,13 +202,14 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
     rules.append(
         {
             "alert": ALERT_NO_DATA,
-            "expr": f"absent({REQUESTS}{sel})",
+            "expr": f"absent({requests_series(slo)}{sel})",
             "for": format_duration(slo.no_data_for),
             "labels": {c.LABEL_SEVERITY: "ticket", **slo_labels(slo), c.LABEL_TIER: "no-data"},
             "annotations": {
                 "summary": f"SLO {slo.name} ({slo.service}) has no SLI data.",
                 "description": (
-                    f"{REQUESTS}{sel} has been absent for {format_duration(slo.no_data_for)}: "
+                    f"{requests_series(slo)}{sel} has been absent for "
+                    f"{format_duration(slo.no_data_for)}: "
                     "the SLI's source series are missing, so the SLO cannot be evaluated."
                 ),
                 "runbook_url": f"{DEFAULT_RUNBOOK_BASE}/sli-no-data.md",

@@ -9,7 +9,6 @@ Alertmanagers' API the way Prometheus posts them, with a generatorURL carrying t
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -18,15 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
+from gpuslo.promlab import Alertmanager
 from remediation.actuators import LogActuator
 from remediation.engine import DataCheck, Remediator
 from remediation.journal import Journal
 from remediation.policy import load_policy
 from remediation.server import Hook, Metrics
 from remediation.webhook import parse_payload
-from tests.conftest import free_port, need, start_prometheus, wait_http
+from tests.conftest import start_prometheus
 
 pytestmark = pytest.mark.component
 
@@ -50,7 +49,6 @@ policies:
 
 
 def start_alertmanager(tmp: Path, procs, hook_port: int, token: str) -> str:
-    port = free_port()
     config = {
         "route": {
             "receiver": "gpuslo",
@@ -72,23 +70,10 @@ def start_alertmanager(tmp: Path, procs, hook_port: int, token: str) -> str:
             }
         ],
     }
-    (tmp / "am.yml").write_text(yaml.safe_dump(config))
-    procs.append(
-        subprocess.Popen(
-            [
-                need("prometheus-alertmanager"),
-                f"--config.file={tmp / 'am.yml'}",
-                f"--storage.path={tmp / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",  # no gossip: an HA pair that both deliver
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp / "am.log").open("wb"),
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/-/ready")
-    return url
+    # Clustering off: two of these are an HA pair that both deliver.
+    am = Alertmanager(tmp, config).start()
+    procs.append(am.process)
+    return am.url
 
 
 def post_alert(

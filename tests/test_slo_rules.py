@@ -136,3 +136,17 @@ def test_cli_generate_writes_nothing_when_a_spec_is_invalid(tmp_path):
     )
     assert out.returncode == 1 and "slos: List should have at least 1 item" in out.stderr
     assert not out_dir.exists()
+
+
+def test_a_shorter_base_window_names_and_feeds_every_derived_window(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        EXAMPLE.read_text().replace(
+            "    min_events: 100", "    min_events: 100\n    base_window: 30s"
+        )
+    )
+    slos, _ = load_specs([spec])
+    records = {r["record"]: r["expr"] for r in rule_groups(slos)[0]["rules"] if "record" in r}
+    assert "gpuslo:slo_requests:rate30s" in records and "gpuslo:slo_requests:rate5m" not in records
+    assert "[30s]" in records["gpuslo:slo_requests:rate30s"]
+    assert "gpuslo:slo_errors:rate30s" in records["gpuslo:slo_error_ratio:ratio_rate1h"]

@@ -1,0 +1,40 @@
+"""End to end, shortened: the twin and its agents, a real Prometheus with the generated SLO
+rules, a real Alertmanager and the remediation hook with the twin actuator, on loopback. The
+demo scenario's fault comes after 20 s instead of 60, and the run stops once the SLI has
+recovered: the page fired, exactly one scale action happened, and the burn came back down."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from simulator.demo import DEMO, run_demo
+from simulator.scenario import Scenario
+
+pytestmark = pytest.mark.component
+
+
+def test_the_loop_closes_one_page_one_action_recovery(tmp_path):
+    data = yaml.safe_load((DEMO / "scenario.yaml").read_text())
+    data["duration"] = "150s"
+    for fault in data["faults"]:
+        fault["at"] = "20s"
+    lines: list[str] = []
+    result = run_demo(
+        tmp_path / "work",
+        tmp_path / "report",
+        scenario=Scenario.model_validate(data),
+        stop_when_recovered=True,
+        echo=lines.append,
+    )
+    log = "\n".join(lines)
+    assert result.alert_at is not None, log
+    assert result.fault_at <= result.alert_at < result.fault_end, log
+    scaled = [a for a in result.actions if a["kind"] == "scale_pool" and a["status"] == "acted"]
+    assert len(scaled) == 1, result.actions
+    assert scaled[0]["plan"]["before"] == 3 and scaled[0]["plan"]["after"] == 8
+    assert result.action_at is not None and result.action_at >= result.alert_at - 1
+    assert result.recovered_at is not None and result.recovered_at < result.fault_end, log
+    report = (tmp_path / "report" / "index.html").read_text()
+    assert "the loop closing" in report and "burn-rate.png" in report
+    assert (tmp_path / "report" / "burn-rate.png").stat().st_size > 1000
