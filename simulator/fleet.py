@@ -13,14 +13,13 @@ Latencies are exponentially distributed around their means, which fixes every bu
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass, field
 
-from collectors.backends.sim import PROFILES
+from collectors.backends.sim import PROFILES, gpu_uuid
 
-from .scenario import Fallback, Pool, Scenario, node_names_of
+from .scenario import Fallback, Pool, Scenario, mig_compute, node_names_of
 
 MAX_QUEUE_S = 30.0
 BASE_ERROR_SHARE = 0.0005
@@ -59,6 +58,17 @@ class Incident:
 
 
 @dataclass
+class MigSlice:
+    """One MIG instance of a GPU (``GPU_I_ID``, ``GPU_I_PROFILE``)."""
+
+    index: int
+    profile: str
+    pool: str | None = None
+    replica: int | None = None
+    util: float = 0.0
+
+
+@dataclass
 class Gpu:
     node: str
     index: int
@@ -74,6 +84,7 @@ class Gpu:
     xids: dict[int, int] = field(default_factory=dict)
     lost: bool = False
     faults: set[str] = field(default_factory=set)
+    slices: list[MigSlice] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +92,7 @@ class Replica:
     gpus: list[Gpu]
     ready_at: float  # model time it starts serving
     restarts_until: float = -1.0
+    slice: MigSlice | None = None  # MIG replicas run on one instance of their GPU
 
 
 @dataclass
@@ -144,9 +156,10 @@ class Fleet:
         for group in scenario.nodes:
             for node in node_names_of(group):
                 for i in range(group.gpus):
-                    digest = hashlib.sha1(f"{node}/{i}".encode()).hexdigest()
-                    uuid = f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:28]}"
-                    self.gpus.append(Gpu(node, i, group.profile, uuid))
+                    # The same UUIDs and GPU_I_IDs the agent's sim backend reports.
+                    gpu = Gpu(node, i, group.profile, gpu_uuid(node, i))
+                    gpu.slices = [MigSlice(n + 1, p) for n, p in enumerate(group.mig)]
+                    self.gpus.append(gpu)
         self.pools: dict[str, PoolState] = {}
         for p in scenario.pools:
             self.pools[p.name] = PoolState(p, True, p.replicas)
@@ -186,22 +199,35 @@ class Fleet:
         cold = 0.0 if initial else _seconds(state.spec.cold_start)
         while len(state.replicas) > state.desired:
             replica = state.replicas.pop()
-            for gpu in replica.gpus:
-                gpu.pool = gpu.replica = None
+            if replica.slice is not None:
+                replica.slice.pool = replica.slice.replica = None
+                replica.slice.util = 0.0
+            else:
+                for gpu in replica.gpus:
+                    gpu.pool = gpu.replica = None
+        mig = getattr(state.spec, "mig_profile", None)
         while len(state.replicas) < state.desired:
             gpus: list[Gpu] = []
-            if state.gpu_pool:
+            slot: MigSlice | None = None
+            if state.gpu_pool and mig is not None:
+                found = self._place_slice(mig)
+                if found is None:
+                    break  # no free instance: the replica stays pending
+                gpu, slot = found
+                gpus = [gpu]
+                slot.pool, slot.replica = state.spec.name, len(state.replicas)
+            elif state.gpu_pool:
                 gpus = self._place(state.spec.gpus_per_replica)  # type: ignore[union-attr]
                 if not gpus:
                     break  # no free GPUs: the replica stays pending
                 for gpu in gpus:
                     gpu.pool, gpu.replica = state.spec.name, len(state.replicas)
-            state.replicas.append(Replica(gpus, self.t + cold))
+            state.replicas.append(Replica(gpus, self.t + cold, slice=slot))
 
     def _place(self, n: int) -> list[Gpu]:
         """``n`` free GPUs on the node with the most free (spreading replicas, as a scheduler
         would), else across nodes (a sharded model)."""
-        free = [g for g in self.gpus if g.pool is None and not g.lost]
+        free = [g for g in self.gpus if g.pool is None and not g.lost and not g.slices]
         by_node: dict[str, list[Gpu]] = {}
         for g in free:
             by_node.setdefault(g.node, []).append(g)
@@ -209,6 +235,19 @@ class Fleet:
         if fitting:
             return max(fitting, key=len)[:n]
         return free[:n] if len(free) >= n else []
+
+    def _place_slice(self, profile: str) -> tuple[Gpu, MigSlice] | None:
+        """A free MIG instance of ``profile``, on the node with the most of them free."""
+        free: dict[str, list[tuple[Gpu, MigSlice]]] = {}
+        for gpu in self.gpus:
+            if gpu.lost:
+                continue
+            for slot in gpu.slices:
+                if slot.profile == profile and slot.pool is None:
+                    free.setdefault(gpu.node, []).append((gpu, slot))
+        if not free:
+            return None
+        return max(free.values(), key=len)[0]
 
     # ------------------------------------------------------------------ faults
     def _active(self, kind: str) -> list[Incident]:
@@ -258,6 +297,8 @@ class Fleet:
             for f in gpu.faults:
                 if f == "nvlink_crc" and len(replica.gpus) == 1:
                     continue  # no collectives on a single GPU
+                if f == "noisy_neighbour" and replica.slice is not None:
+                    continue  # MIG isolates instances: a neighbour cannot take our share
                 health = min(health, HEALTH.get(f, 1.0))
         if len(nodes) > 1 and any(inc.node in nodes for inc in self._active("ib_flap")):
             health = min(health, 0.2)  # a sharded model waits on the flapping link
@@ -344,13 +385,18 @@ class Fleet:
         # GPU utilisation of each replica follows the pool's load.
         for replica, health in zip(state.replicas, healths, strict=True):
             util = 0.0 if health == 0 else min(1.0, rho) * 0.92 + 0.03
+            if replica.slice is not None:
+                replica.slice.util = util
+                continue
             for gpu in replica.gpus:
                 gpu.util = util
 
     def _gpu_physics(self, dt: float) -> None:
         for gpu in self.gpus:
             p = PROFILES[gpu.profile]
-            if gpu.pool is None:
+            if gpu.slices:  # a MIG GPU is as busy as its instances, by compute share
+                gpu.util = sum(mig_compute(s.profile) / 7 * s.util for s in gpu.slices)
+            elif gpu.pool is None:
                 gpu.util = 0.0
             if "noisy_neighbour" in gpu.faults:
                 gpu.util = min(1.0, gpu.util + 0.3)

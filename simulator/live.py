@@ -48,7 +48,8 @@ class LiveTwin:
             for gpu in self.fleet.gpus:
                 nodes.setdefault(gpu.node, []).append(gpu)
             for node, gpus in nodes.items():
-                backend = SimBackend(count=len(gpus), profile=gpus[0].profile, node=node)
+                mig = [[s.profile for s in g.slices] for g in gpus] if gpus[0].slices else None
+                backend = SimBackend(count=len(gpus), profile=gpus[0].profile, node=node, mig=mig)
                 agent = Agent([GpuCollector(backend, hostname=node)], interval=1.0)
                 self.agents.append((node, backend, agent, AgentServer(agent, host, 0)))
         self._threads: list[threading.Thread] = []

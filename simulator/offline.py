@@ -107,6 +107,13 @@ def gpu_series(rec: Recorder, fleet: Fleet) -> None:
             {**ident, c.LABEL_REASON: "thermal"},
             gpu.throttle_s,
         )
+        for slot in gpu.slices:
+            rec.add(
+                c.DCGM_PROF_GR_ENGINE_ACTIVE.name,
+                c.DCGM_PROF_GR_ENGINE_ACTIVE.name,
+                {**ident, c.LABEL_GPU_I_ID: str(slot.index), c.LABEL_GPU_I_PROFILE: slot.profile},
+                round(slot.util, 4),
+            )
         for xid, count in gpu.xids.items():
             rec.add(
                 c.GPU_XID_ERRORS.name.removesuffix("_total"),

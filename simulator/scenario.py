@@ -16,6 +16,7 @@ Validated like SLO specs: every problem as ``file:line:col: field: message``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,15 @@ from slo_engine.errors import SpecError, SpecProblem
 from slo_engine.yamlpos import load_documents, locate, validation_problems
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+_MIG = re.compile(r"^([1-7])g\.\d+gb$")
+
+
+def mig_compute(profile: str) -> int:
+    """Compute slices (of 7) a MIG profile takes: ``3g.40gb`` -> 3."""
+    match = _MIG.match(profile)
+    return int(match.group(1)) if match else 0
+
+
 FaultKind = Literal[
     "thermal_throttle",  # one GPU runs hot and clocks down
     "xid79",  # GPU fell off the bus: lost until the fault ends
@@ -54,12 +64,26 @@ class NodeGroup(_Strict):
     gpus: int = Field(default=8, gt=0, le=16)
     profile: str = "H100"
     ib_ports: int = Field(default=1, ge=0, le=16)
+    mig: list[str] = Field(
+        default_factory=list,
+        description="MIG instances every GPU of the group is split into, e.g. [3g.40gb, 3g.40gb]",
+    )
 
     @field_validator("profile")
     @classmethod
     def _profile(cls, value: str) -> str:
         if value not in PROFILES:
             raise ValueError(f"unknown GPU profile {value!r}; choose from {', '.join(PROFILES)}")
+        return value
+
+    @field_validator("mig")
+    @classmethod
+    def _mig(cls, value: list[str]) -> list[str]:
+        for profile in value:
+            if not _MIG.match(profile):
+                raise ValueError(f"MIG profile {profile!r} is not like 1g.10gb or 3g.40gb")
+        if sum(mig_compute(p) for p in value) > 7:
+            raise ValueError("MIG instances use more than the GPU's 7 compute slices")
         return value
 
 
@@ -75,8 +99,17 @@ class Pool(_Strict):
     cold_start: str = "90s"
     ttft_base: float = Field(default=0.15, gt=0, description="seconds, unloaded")
     tpot_base: float = Field(default=0.02, gt=0, description="seconds per output token, unloaded")
+    mig_profile: str | None = Field(
+        default=None, description="run each replica on one MIG instance of this profile"
+    )
 
     _cold = field_validator("cold_start")(_seconds)
+
+    @model_validator(mode="after")
+    def _mig_replica(self) -> Pool:
+        if self.mig_profile is not None and self.gpus_per_replica != 1:
+            raise ValueError("a MIG replica runs on one instance: gpus_per_replica must be 1")
+        return self
 
 
 class Fallback(_Strict):
@@ -170,10 +203,20 @@ def load_scenario(path: str | Path) -> Scenario:
         field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
         problems.append(SpecProblem(name, line, col, field, message))
 
-    gpus = sum(g.count * g.gpus for g in scenario.nodes)
-    wanted = sum(p.replicas * p.gpus_per_replica for p in scenario.pools)
+    gpus = sum(g.count * g.gpus for g in scenario.nodes if not g.mig)
+    wanted = sum(p.replicas * p.gpus_per_replica for p in scenario.pools if not p.mig_profile)
     if wanted > gpus:
-        problem(("pools",), f"the pools need {wanted} GPUs; the nodes have {gpus}")
+        problem(("pools",), f"the pools need {wanted} whole GPUs; the nodes have {gpus}")
+    for i, p in enumerate(scenario.pools):
+        if p.mig_profile is None:
+            continue
+        have = sum(g.count * g.gpus * g.mig.count(p.mig_profile) for g in scenario.nodes)
+        if p.replicas > have:
+            problem(
+                ("pools", i, "mig_profile"),
+                f"{p.replicas} replicas need {p.replicas} {p.mig_profile} instances; the nodes "
+                f"have {have}",
+            )
     models = {p.model for p in scenario.pools}
     for i, t in enumerate(scenario.tenants):
         if t.model not in models:

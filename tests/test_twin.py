@@ -47,7 +47,7 @@ def test_scenario_problems_are_reported_at_their_place(tmp_path):
         load_scenario(bad)
     messages = [str(p) for p in err.value.problems]
     assert any("faults[0].node: no node named 'gpu-node-9'" in m for m in messages), messages
-    assert any("pools: the pools need 80 GPUs; the nodes have 16" in m for m in messages)
+    assert any("pools: the pools need 80 whole GPUs; the nodes have 16" in m for m in messages)
     bad.write_text(text.replace("profile: H200", "profile: B300"))
     with pytest.raises(SpecError, match=r"bad.yaml:\d+:\d+: nodes\[0\]\.profile: .*unknown GPU"):
         load_scenario(bad)
@@ -209,3 +209,33 @@ def test_a_noisy_neighbour_takes_capacity_while_the_gpu_reads_busier():
     assert shared.util > max(others)
     replica = fleet.pools["mistral-7b"].replicas[shared.replica]  # type: ignore[index]
     assert fleet._health(replica) == pytest.approx(0.7)
+
+
+def test_mig_replicas_run_on_instances_and_a_neighbour_cannot_touch_them(tmp_path):
+    scenario = load_scenario(SCENARIOS / "noisy-neighbour.yaml")
+    fleet = Fleet(scenario)
+    run(fleet, 40 * 60)
+    mig = fleet.pools["phi-3-mig"]
+    placed = [(r.gpus[0].node, r.gpus[0].index, r.slice.index) for r in mig.replicas]  # type: ignore[union-attr]
+    assert placed == [
+        ("mig-node-00", 0, 1),
+        ("mig-node-00", 0, 2),
+        ("mig-node-00", 1, 1),
+        ("mig-node-00", 1, 2),
+    ]
+    assert all(fleet._health(r) == 1.0 for r in mig.replicas)  # the neighbour is on mig GPU 1
+    whole = fleet.pools["mistral-7b"]
+    assert all(r.slice is None and not r.gpus[0].slices for r in whole.replicas)
+    gpu = next(g for g in fleet.gpus if g.node == "mig-node-00" and g.index == 0)
+    assert gpu.util == pytest.approx(sum(3 / 7 * s.util for s in gpu.slices))
+    run_offline(scenario, tmp_path, start=1_795_000_000, step=60)
+    text = (tmp_path / "history.om").read_text()
+    assert 'GPU_I_ID="2",GPU_I_PROFILE="3g.40gb"' in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (SCENARIOS / "noisy-neighbour.yaml")
+        .read_text()
+        .replace("replicas: 4, mig", "replicas: 5, mig")
+    )
+    with pytest.raises(SpecError, match=r"5 replicas need 5 3g\.40gb instances; the nodes have 4"):
+        load_scenario(bad)

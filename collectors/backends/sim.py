@@ -97,7 +97,7 @@ class SimBackend:
         for i in range(count):
             ident = GpuIdentity(
                 index=i,
-                uuid=_uuid(node, i),
+                uuid=gpu_uuid(node, i),
                 name=spec.name,
                 pci_bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0",
                 minor_number=i,
@@ -282,7 +282,7 @@ class SimBackend:
         return tuple(out)
 
 
-def _uuid(node: str, index: int) -> str:
+def gpu_uuid(node: str, index: int) -> str:
     """A stable, GPU-shaped UUID derived from the node name and index."""
     import hashlib
 
