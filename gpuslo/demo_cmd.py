@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds the demo's ExitStack: every process is stopped
+
+
 def run(args: argparse.Namespace) -> int:
     from gpuslo.promlab import LabError
     from simulator.demo import main_echo, run_demo
+
+    signal.signal(signal.SIGTERM, _stop)
 
     try:
         if args.workdir is not None:
