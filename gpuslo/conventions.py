@@ -345,3 +345,22 @@ REMEDIATION_KILL_SWITCH = _g(
     "gpuslo_remediation_kill_switch", "1 while the kill switch stops every action."
 )
 REMEDIATION_DEFAULT_PORT = 9836
+
+# --------------------------------------------------------------------------- inference servers
+SERVER_REQUESTS_RUNNING = _g(
+    "gpuslo_server_requests_running", "Requests the inference server is working on now."
+)
+SERVER_REQUESTS_WAITING = _g(
+    "gpuslo_server_requests_waiting", "Requests queued in the inference server, not started."
+)
+SERVER_KV_CACHE_USAGE = _g(
+    "gpuslo_server_kv_cache_usage_ratio", "Share of the server's KV cache in use (0 to 1)."
+)
+TARGET_UP = _g(
+    "gpuslo_target_up", "1 if the agent's last scrape of the inference server target worked."
+)
+TARGET_SCRAPE_SECONDS = _g(
+    "gpuslo_target_scrape_duration_seconds", "How long the last scrape of the target took."
+)
+LABEL_TARGET = "target"
+COLLECTOR_SERVERS = "servers"

@@ -1,0 +1,377 @@
+"""Inference-server adapters: a server's own ``/metrics`` text, recognised and re-exposed under
+the canonical GenAI series names (``gen_ai_server_*``) with ``model`` and ``server`` labels.
+
+Each adapter is a table: which source histogram is which canonical one, which counters are
+input/output tokens, how a request's status maps to an outcome, which gauges are running and
+waiting requests and KV-cache usage. Histograms keep the server's own bucket boundaries
+(re-bucketing a cumulative histogram is wrong); a missing ``+Inf`` bucket is restored from
+``_count``, the only honest derivation, and a missing ``_sum`` stays missing.
+
+The parser is written by hand on purpose: the servers' published output has quirks that the
+strict parsers reject (a space after the comma in label sets, histogram buckets without the
+``_bucket`` suffix, TYPE lines naming a different family than the samples).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import Metric
+from prometheus_client.samples import Sample as PromSample
+
+from gpuslo import conventions as c
+
+from .exposition import add, family
+
+_SAMPLE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?\s*$"
+)
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+RUNNING = c.SERVER_REQUESTS_RUNNING.name
+WAITING = c.SERVER_REQUESTS_WAITING.name
+KV_CACHE = c.SERVER_KV_CACHE_USAGE.name
+
+
+class ParseError(ValueError):
+    """The text is not Prometheus exposition format."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+
+def parse_exposition(text: str) -> list[Sample]:
+    """Every sample line; comments skipped. ParseError names the first bad line."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m is None:
+            raise ParseError(f"line {n}: not a sample: {line[:80]!r}")
+        labels: list[tuple[str, str]] = []
+        body = m.group("labels") or ""
+        pos = 0
+        while pos < len(body):
+            lm = _LABEL.match(body, pos)
+            if lm is None:
+                raise ParseError(f"line {n}: bad label set: {body[:80]!r}")
+            labels.append((lm.group(1), _unescape(lm.group(2))))
+            pos = lm.end()
+        try:
+            value = float(m.group("value"))
+        except ValueError:
+            raise ParseError(f"line {n}: bad value {m.group('value')!r}") from None
+        out.append(Sample(m.group("name"), tuple(labels), value))
+    return out
+
+
+def _unescape(text: str) -> str:
+    return text.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    server: str
+    prefix: str
+    model_labels: tuple[str, ...]
+    histograms: dict[str, str]  # source family -> canonical family
+    tokens: dict[str, str] = field(default_factory=dict)  # source counter -> token_type
+    token_sums: dict[str, str] = field(default_factory=dict)  # histogram whose _sum counts tokens
+    requests: str | None = None  # counter of finished requests
+    outcome: Callable[[dict[str, str]], str] = lambda labels: "success"
+    gauges: dict[str, str] = field(default_factory=dict)  # source gauge -> canonical gauge
+
+    def model(self, labels: dict[str, str]) -> str:
+        for key in self.model_labels:
+            if labels.get(key):
+                return labels[key]
+        return ""
+
+
+def _vllm_outcome(labels: dict[str, str]) -> str:
+    # finished_reason: stop and length finish normally; abort is the client going away.
+    return "cancelled" if labels.get("finished_reason") == "abort" else "success"
+
+
+def _dynamo_outcome(labels: dict[str, str]) -> str:
+    status = labels.get("status", "")
+    return {"success": "success", "error": "error", "cancelled": "cancelled"}.get(status, "error")
+
+
+VLLM = Adapter(
+    server="vllm",
+    prefix="vllm:",
+    model_labels=("model_name", "model"),
+    histograms={
+        "vllm:time_to_first_token_seconds": c.TIME_TO_FIRST_TOKEN,
+        "vllm:time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        "vllm:inter_token_latency_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        "vllm:e2e_request_latency_seconds": c.REQUEST_DURATION,
+    },
+    tokens={"vllm:prompt_tokens_total": "input", "vllm:generation_tokens_total": "output"},
+    requests="vllm:request_success_total",
+    outcome=_vllm_outcome,
+    gauges={
+        "vllm:num_requests_running": RUNNING,
+        "vllm:num_requests_waiting": WAITING,
+        "vllm:gpu_cache_usage_perc": KV_CACHE,
+        "vllm:kv_cache_usage_perc": KV_CACHE,
+    },
+)
+SGLANG = Adapter(
+    server="sglang",
+    prefix="sglang:",
+    model_labels=("model_name",),
+    histograms={
+        "sglang:time_to_first_token_seconds": c.TIME_TO_FIRST_TOKEN,
+        "sglang:time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        "sglang:e2e_request_latency_seconds": c.REQUEST_DURATION,
+    },
+    tokens={"sglang:prompt_tokens_total": "input", "sglang:generation_tokens_total": "output"},
+    gauges={
+        "sglang:num_running_reqs": RUNNING,
+        "sglang:num_queue_reqs": WAITING,
+        "sglang:token_usage": KV_CACHE,
+    },
+)
+DYNAMO = Adapter(
+    server="dynamo",
+    prefix="dynamo_frontend_",
+    model_labels=("model",),
+    histograms={
+        "dynamo_frontend_time_to_first_token_seconds": c.TIME_TO_FIRST_TOKEN,
+        "dynamo_frontend_inter_token_latency_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        "dynamo_frontend_request_duration_seconds": c.REQUEST_DURATION,
+    },
+    tokens={"dynamo_frontend_output_tokens_total": "output"},
+    token_sums={"dynamo_frontend_input_sequence_tokens": "input"},
+    requests="dynamo_frontend_requests_total",
+    outcome=_dynamo_outcome,
+    gauges={
+        "dynamo_frontend_inflight_requests": RUNNING,
+        "dynamo_frontend_queued_requests": WAITING,
+    },
+)
+ADAPTERS = (VLLM, SGLANG, DYNAMO)
+
+
+def recognise(samples: Iterable[Sample]) -> Adapter | None:
+    """The adapter whose metric prefix most samples carry."""
+    counts = {a.server: 0 for a in ADAPTERS}
+    for s in samples:
+        for a in ADAPTERS:
+            if s.name.startswith(a.prefix):
+                counts[a.server] += 1
+    best = max(ADAPTERS, key=lambda a: counts[a.server])
+    return best if counts[best.server] else None
+
+
+Series = tuple[str, tuple[tuple[str, str], ...], float]
+
+
+def canonicalize(
+    samples: list[Sample], adapter: Adapter, extra: dict[str, str] | None = None
+) -> list[Series]:
+    """The canonical series for one scrape, sorted, with ``extra`` labels (namespace, pod)."""
+    extra = extra or {}
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def put(name: str, labels: dict[str, str], value: float, add: bool = False) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        out[key] = out.get(key, 0.0) + value if add else value
+
+    def base(labels: dict[str, str]) -> dict[str, str]:
+        return {
+            c.LABEL_MODEL: adapter.model(labels),
+            c.LABEL_SERVER: adapter.server,
+            **extra,
+        }
+
+    # Several source names may map to one canonical histogram (vLLM renamed TPOT to
+    # inter-token latency and printed both for a while): take the first the server has.
+    present = {_histogram_part(s.name)[0] for s in samples}
+    chosen: dict[str, str] = {}
+    for source, target in adapter.histograms.items():
+        if source in present and target not in chosen.values():
+            chosen[source] = target
+    counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    infs: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for s in samples:
+        labels = dict(s.labels)
+        family, part = _histogram_part(s.name)
+        if family in chosen:
+            target = chosen[family]
+            hist_labels = base(labels)
+            ident = (target, tuple(sorted(hist_labels.items())))
+            if part == "_bucket":
+                le = _le(labels.get("le", ""))
+                if le is None:
+                    continue
+                put(f"{target}_bucket", {**hist_labels, "le": le}, s.value, add=True)
+                if le == "+Inf":
+                    infs.add(ident)
+            elif part == "_count":
+                put(f"{target}_count", hist_labels, s.value, add=True)
+                counts[ident] = counts.get(ident, 0.0) + s.value
+            elif part == "_sum":
+                put(f"{target}_sum", hist_labels, s.value, add=True)
+        elif family in adapter.token_sums and part == "_sum":
+            token_type = adapter.token_sums[family]
+            put(
+                c.TOKEN_USAGE_TOTAL, {**base(labels), c.LABEL_TOKEN_TYPE: token_type}, s.value, True
+            )
+        elif s.name in adapter.tokens:
+            token_type = adapter.tokens[s.name]
+            put(
+                c.TOKEN_USAGE_TOTAL, {**base(labels), c.LABEL_TOKEN_TYPE: token_type}, s.value, True
+            )
+        elif s.name == adapter.requests:
+            outcome = adapter.outcome(labels)
+            put(c.REQUESTS_TOTAL, {**base(labels), c.LABEL_OUTCOME: outcome}, s.value, True)
+        elif s.name in adapter.gauges:
+            put(adapter.gauges[s.name], base(labels), s.value, add=True)
+    # A histogram printed without +Inf still has its total in _count.
+    for (target, key), total in counts.items():
+        if (target, key) not in infs:
+            put(f"{target}_bucket", {**dict(key), "le": "+Inf"}, total)
+    return sorted(((n, lbl, v) for (n, lbl), v in out.items()), key=_order)
+
+
+def _order(series: Series) -> tuple[str, tuple[tuple[str, str], ...], float]:
+    """Name, then labels, then bucket bound as a number (0.5 before 10.0)."""
+    name, labels, _ = series
+    le = dict(labels).get("le")
+    rest = tuple(kv for kv in labels if kv[0] != "le")
+    return name, rest, float(le) if le is not None else 0.0
+
+
+def _histogram_part(name: str) -> tuple[str, str]:
+    for suffix in ("_bucket", "_count", "_sum"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, ""
+
+
+def _le(text: str) -> str | None:
+    """A bucket bound in one spelling (``1`` and ``1.0`` both become ``1.0``), so buckets from
+    Go and Python servers line up; None for garbage."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if math.isinf(value):
+        return "+Inf"
+    return repr(value)
+
+
+def render(series: list[Series]) -> str:
+    """Text exposition of canonical series (no HELP/TYPE: for goldens and debugging)."""
+    lines = []
+    for name, labels, value in series:
+        body = ",".join(f'{k}="{v}"' for k, v in labels)
+        lines.append(f"{name}{{{body}}} {value:g}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the collector
+@dataclass(frozen=True)
+class Target:
+    """An inference server's metrics URL, with the labels its series get (namespace, pod)."""
+
+    url: str
+    labels: tuple[tuple[str, str], ...] = ()
+    server: str | None = None  # force an adapter instead of recognising the output
+
+
+class ServerCollector:
+    """Scrapes every target concurrently, each with its own timeout; a slow, dead or garbled
+    target reports ``gpuslo_target_up 0`` and delays nothing else beyond the timeout."""
+
+    name = c.COLLECTOR_SERVERS
+
+    def __init__(self, targets: Iterable[Target], timeout: float = 2.0, workers: int = 8) -> None:
+        self.targets = list(targets)
+        self.timeout = timeout
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(workers, len(self.targets) or 1)),
+            thread_name_prefix="gpuslo-target",
+        )
+        self.errors: dict[str, str] = {}
+
+    def _scrape(self, target: Target) -> tuple[list[Series], float]:
+        started = time.perf_counter()
+        with urllib.request.urlopen(target.url, timeout=self.timeout) as resp:
+            text = resp.read(32 * 2**20).decode("utf-8", errors="replace")
+        samples = parse_exposition(text)
+        adapter = next((a for a in ADAPTERS if a.server == target.server), None)
+        adapter = adapter or recognise(samples)
+        if adapter is None:
+            raise ParseError("no known inference server's metrics in the output")
+        return canonicalize(samples, adapter, dict(target.labels)), time.perf_counter() - started
+
+    def collect(self) -> list[Any]:
+
+        up, duration = family(c.TARGET_UP), family(c.TARGET_SCRAPE_SECONDS)
+        futures = {t: self._pool.submit(self._scrape, t) for t in self.targets}
+        done, _ = concurrent.futures.wait(futures.values(), timeout=self.timeout + 0.5)
+        families: dict[str, Any] = {}
+        for target, fut in futures.items():
+            labels = {c.LABEL_TARGET: target.url}
+            if fut not in done:
+                self.errors[target.url] = f"no answer within {self.timeout:g}s"
+                add(up, labels, 0.0)
+                continue
+            try:
+                series, took = fut.result()
+            except Exception as err:  # HTTP errors, refused connections, garbage
+                self.errors[target.url] = f"{type(err).__name__}: {err}"
+                add(up, labels, 0.0)
+                continue
+            self.errors.pop(target.url, None)
+            add(up, labels, 1.0)
+            add(duration, labels, took)
+            for name, lbls, value in series:
+                fam_name, kind = _family_of(name)
+                metric = families.get(fam_name)
+                if metric is None:
+                    metric = families[fam_name] = Metric(fam_name, _HELP.get(fam_name, ""), kind)
+                metric.samples.append(PromSample(name, dict(lbls), value, None, None))
+        return [up, duration, *families.values()]
+
+
+_HISTOGRAMS = {c.TIME_TO_FIRST_TOKEN, c.TIME_PER_OUTPUT_TOKEN, c.REQUEST_DURATION}
+_HELP = {
+    c.TIME_TO_FIRST_TOKEN: "Time to first token (s), from the inference server.",
+    c.TIME_PER_OUTPUT_TOKEN: "Time per output token (s), from the inference server.",
+    c.REQUEST_DURATION: "End-to-end request duration (s), from the inference server.",
+    c.REQUESTS_TOTAL: "Requests by outcome, from the inference server.",
+    c.TOKEN_USAGE_TOTAL: "Tokens by type (input, output), from the inference server.",
+    RUNNING: c.SERVER_REQUESTS_RUNNING.help,
+    WAITING: c.SERVER_REQUESTS_WAITING.help,
+    KV_CACHE: c.SERVER_KV_CACHE_USAGE.help,
+}
+
+
+def _family_of(name: str) -> tuple[str, str]:
+    family_name, part = _histogram_part(name)
+    if part and family_name in _HISTOGRAMS:
+        return family_name, "histogram"
+    if name.endswith("_total"):
+        return name, "counter"
+    return name, "gauge"
