@@ -105,6 +105,22 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="with --record-gpu: samples to record, one interval apart (default: %(default)s)",
     )
+    p.add_argument(
+        "--server-target",
+        action="append",
+        default=[],
+        metavar="URL[;label=value...]",
+        help="an inference server's /metrics to re-expose under the canonical gen_ai_server_* "
+        "names (vLLM, SGLang, Dynamo recognised); labels such as namespace=, pod= and "
+        "server= (to skip recognition) follow after ';'. Repeat for more targets",
+    )
+    p.add_argument(
+        "--server-timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="per-target scrape timeout (default: %(default)s)",
+    )
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point")
     p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point")
     p.add_argument(
@@ -163,7 +179,37 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
         )
     if args.collector_infiniband:
         out.append(InfinibandCollector(args.sysfs))
+    if args.server_target:
+        from collectors.servers import ServerCollector
+
+        if args.server_timeout <= 0:
+            raise UsageError("--server-timeout: must be > 0 seconds")
+        targets = [_server_target(text) for text in args.server_target]
+        out.append(ServerCollector(targets, timeout=args.server_timeout))
     return out
+
+
+def _server_target(text: str) -> Any:
+    """``URL[;label=value...]`` -> Target; a clear error for anything else."""
+    from urllib.parse import urlparse
+
+    from collectors.servers import ADAPTERS, Target
+
+    url, *pairs = text.split(";")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UsageError(f"--server-target: expected an http(s) URL, got {url!r}")
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--server-target: expected label=value after ';', got {pair!r}")
+        labels[key.strip()] = value.strip()
+    server = labels.pop("server", None)
+    if server is not None and server not in {a.server for a in ADAPTERS}:
+        known = ", ".join(a.server for a in ADAPTERS)
+        raise UsageError(f"--server-target: unknown server {server!r}; known: {known}")
+    return Target(url, tuple(sorted(labels.items())), server)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -186,3 +186,37 @@ def test_the_agent_serves_canonical_series_that_promtool_accepts(tmp_path):
         [need("promtool"), "check", "metrics"], input=text, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_agent_cli_re_exposes_a_server_target_and_refuses_bad_ones():
+    import subprocess
+    import sys
+
+    def agent(*args: str):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gpuslo",
+                "agent",
+                "--once",
+                "--no-collector.gpu",
+                "--no-collector.infiniband",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    t = Targets()
+    try:
+        out = agent("--server-target", f"{t.base}/vllm;namespace=llm;pod=vllm-0")
+    finally:
+        t.stop()
+    assert out.returncode == 0, out.stderr
+    assert 'gen_ai_server_requests_total{model="meta-llama/Llama-3.1-8B-Instruct"' in out.stdout
+    assert 'pod="vllm-0"' in out.stdout and 'gpuslo_target_up{target="' in out.stdout
+    bad = agent("--server-target", "http://127.0.0.1:1/metrics;server=triton")
+    assert bad.returncode == 2 and "unknown server 'triton'" in bad.stderr
+    assert "Traceback" not in bad.stderr
