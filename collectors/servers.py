@@ -93,9 +93,12 @@ class Adapter:
     histograms: dict[str, str]  # source family -> canonical family
     tokens: dict[str, str] = field(default_factory=dict)  # source counter -> token_type
     token_sums: dict[str, str] = field(default_factory=dict)  # histogram whose _sum counts tokens
-    requests: str | None = None  # counter of finished requests
-    outcome: Callable[[dict[str, str]], str] = lambda labels: "success"
+    # counters of finished requests -> how their labels map to an outcome
+    requests: dict[str, Callable[[dict[str, str]], str]] = field(default_factory=dict)
     gauges: dict[str, str] = field(default_factory=dict)  # source gauge -> canonical gauge
+    units: dict[str, float] = field(default_factory=dict)  # histogram -> seconds per unit
+    # Cumulative duration counters (no histogram): source -> seconds per unit.
+    durations: dict[str, float] = field(default_factory=dict)
 
     def model(self, labels: dict[str, str]) -> str:
         for key in self.model_labels:
@@ -125,8 +128,7 @@ VLLM = Adapter(
         "vllm:e2e_request_latency_seconds": c.REQUEST_DURATION,
     },
     tokens={"vllm:prompt_tokens_total": "input", "vllm:generation_tokens_total": "output"},
-    requests="vllm:request_success_total",
-    outcome=_vllm_outcome,
+    requests={"vllm:request_success_total": _vllm_outcome},
     gauges={
         "vllm:num_requests_running": RUNNING,
         "vllm:num_requests_waiting": WAITING,
@@ -161,14 +163,34 @@ DYNAMO = Adapter(
     },
     tokens={"dynamo_frontend_output_tokens_total": "output"},
     token_sums={"dynamo_frontend_input_sequence_tokens": "input"},
-    requests="dynamo_frontend_requests_total",
-    outcome=_dynamo_outcome,
+    requests={"dynamo_frontend_requests_total": _dynamo_outcome},
     gauges={
         "dynamo_frontend_inflight_requests": RUNNING,
         "dynamo_frontend_queued_requests": WAITING,
     },
 )
-ADAPTERS = (VLLM, SGLANG, DYNAMO)
+
+
+def _triton_failure(labels: dict[str, str]) -> str:
+    # Newer Triton labels failures by reason; a queue-full rejection is load shedding.
+    reason = labels.get("reason", "").upper()
+    return {"REJECTED": "rejected", "CANCELED": "cancelled"}.get(reason, "error")
+
+
+TRITON = Adapter(
+    server="triton",
+    prefix="nv_inference_",
+    model_labels=("model",),
+    histograms={"nv_inference_first_response_histogram_ms": c.TIME_TO_FIRST_TOKEN},
+    requests={
+        "nv_inference_request_success": lambda labels: "success",
+        "nv_inference_request_failure": _triton_failure,
+    },
+    gauges={"nv_inference_pending_request_count": WAITING},
+    units={"nv_inference_first_response_histogram_ms": 0.001},
+    durations={"nv_inference_request_duration_us": 1e-6},
+)
+ADAPTERS = (VLLM, SGLANG, DYNAMO, TRITON)
 
 
 def recognise(samples: Iterable[Sample]) -> Adapter | None:
@@ -215,12 +237,15 @@ def canonicalize(
     for s in samples:
         labels = dict(s.labels)
         family, part = _histogram_part(s.name)
+        if not part and "le" in labels:
+            part = "_bucket"  # Triton prints buckets under the family name itself
         if family in chosen:
             target = chosen[family]
+            unit = adapter.units.get(family, 1.0)
             hist_labels = base(labels)
             ident = (target, tuple(sorted(hist_labels.items())))
             if part == "_bucket":
-                le = _le(labels.get("le", ""))
+                le = _le(labels.get("le", ""), unit)
                 if le is None:
                     continue
                 put(f"{target}_bucket", {**hist_labels, "le": le}, s.value, add=True)
@@ -230,7 +255,10 @@ def canonicalize(
                 put(f"{target}_count", hist_labels, s.value, add=True)
                 counts[ident] = counts.get(ident, 0.0) + s.value
             elif part == "_sum":
-                put(f"{target}_sum", hist_labels, s.value, add=True)
+                put(f"{target}_sum", hist_labels, s.value * unit, add=True)
+        elif s.name in adapter.durations:
+            seconds = s.value * adapter.durations[s.name]
+            put(c.SERVER_DURATION_SECONDS.name, base(labels), seconds, add=True)
         elif family in adapter.token_sums and part == "_sum":
             token_type = adapter.token_sums[family]
             put(
@@ -241,8 +269,8 @@ def canonicalize(
             put(
                 c.TOKEN_USAGE_TOTAL, {**base(labels), c.LABEL_TOKEN_TYPE: token_type}, s.value, True
             )
-        elif s.name == adapter.requests:
-            outcome = adapter.outcome(labels)
+        elif s.name in adapter.requests:
+            outcome = adapter.requests[s.name](labels)
             put(c.REQUESTS_TOTAL, {**base(labels), c.LABEL_OUTCOME: outcome}, s.value, True)
         elif s.name in adapter.gauges:
             put(adapter.gauges[s.name], base(labels), s.value, add=True)
@@ -268,16 +296,17 @@ def _histogram_part(name: str) -> tuple[str, str]:
     return name, ""
 
 
-def _le(text: str) -> str | None:
-    """A bucket bound in one spelling (``1`` and ``1.0`` both become ``1.0``), so buckets from
-    Go and Python servers line up; None for garbage."""
+def _le(text: str, unit: float = 1.0) -> str | None:
+    """A bucket bound in seconds, in one spelling (``1`` and ``1.0`` both become ``1.0``), so
+    buckets from Go and Python servers line up; None for garbage. A bound in milliseconds is
+    the same bucket in other units, not a re-bucketing."""
     try:
         value = float(text)
     except ValueError:
         return None
     if math.isinf(value):
         return "+Inf"
-    return repr(value)
+    return repr(round(value * unit, 12))
 
 
 def render(series: list[Series]) -> str:
@@ -365,6 +394,7 @@ _HELP = {
     RUNNING: c.SERVER_REQUESTS_RUNNING.help,
     WAITING: c.SERVER_REQUESTS_WAITING.help,
     KV_CACHE: c.SERVER_KV_CACHE_USAGE.help,
+    c.SERVER_DURATION_SECONDS.name: c.SERVER_DURATION_SECONDS.help,
 }
 
 

@@ -364,3 +364,8 @@ TARGET_SCRAPE_SECONDS = _g(
 )
 LABEL_TARGET = "target"
 COLLECTOR_SERVERS = "servers"
+SERVER_DURATION_SECONDS = _c(
+    "gpuslo_server_request_duration_seconds_total",
+    "Cumulative request time (s) from servers that give no latency histogram (Triton's "
+    "*_duration_us counters): a mean latency, never a percentile.",
+)

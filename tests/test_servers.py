@@ -9,6 +9,7 @@ import pytest
 from collectors.servers import (
     DYNAMO,
     SGLANG,
+    TRITON,
     VLLM,
     ParseError,
     canonicalize,
@@ -25,10 +26,15 @@ CASES = [
     ("sglang_docs_production_metrics_example.prom", SGLANG),
     ("dynamo-frontend_metrics_examples_fe.log.prom", DYNAMO),
     ("triton-vllm_backend_readme_example.prom", VLLM),
+    ("triton_docs_histogram_example.prom", TRITON),
+    ("triton_docs_counters_example.prom", TRITON),
+    ("triton_core_metrics_handwritten.prom", TRITON),
 ]
 
 
-@pytest.mark.parametrize(("fixture", "adapter"), CASES, ids=[c[0].split("_")[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("fixture", "adapter"), CASES, ids=[c[0].removesuffix(".prom") for c in CASES]
+)
 def test_each_server_is_recognised_and_matches_its_golden(golden, fixture, adapter):
     samples = parse_exposition((SERVERS / fixture).read_text())
     assert recognise(samples) is adapter
@@ -217,6 +223,24 @@ def test_agent_cli_re_exposes_a_server_target_and_refuses_bad_ones():
     assert out.returncode == 0, out.stderr
     assert 'gen_ai_server_requests_total{model="meta-llama/Llama-3.1-8B-Instruct"' in out.stdout
     assert 'pod="vllm-0"' in out.stdout and 'gpuslo_target_up{target="' in out.stdout
-    bad = agent("--server-target", "http://127.0.0.1:1/metrics;server=triton")
-    assert bad.returncode == 2 and "unknown server 'triton'" in bad.stderr
+    bad = agent("--server-target", "http://127.0.0.1:1/metrics;server=tgi")
+    assert bad.returncode == 2 and "unknown server 'tgi'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_triton_ms_buckets_become_seconds_and_durations_only_give_a_mean():
+    text = (SERVERS / "triton_core_metrics_handwritten.prom").read_text()
+    series = {}
+    for n, lbl, v in canonicalize(parse_exposition(text), TRITON):
+        labels = dict(lbl)
+        series[(n, labels.get("le") or labels.get("outcome"))] = v
+    # The same buckets, bounds in seconds: 100 ms -> 0.1 s.
+    assert series[("gen_ai_server_time_to_first_token_seconds_bucket", "0.1")] == 900
+    assert series[("gen_ai_server_time_to_first_token_seconds_sum", None)] == 60.0
+    # Failures by reason: queue-full rejections are load shedding, not errors.
+    assert series[("gen_ai_server_requests_total", "rejected")] == 30
+    assert series[("gen_ai_server_requests_total", "cancelled")] == 5
+    assert series[("gen_ai_server_requests_total", "error")] == 2
+    # 96 s of request time over 1,200 successes and 37 failures: a mean, no histogram.
+    assert series[("gpuslo_server_request_duration_seconds_total", None)] == 96.0
+    assert not any(n == "gen_ai_server_request_duration_seconds_bucket" for n, _ in series)
