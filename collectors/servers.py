@@ -190,7 +190,27 @@ TRITON = Adapter(
     units={"nv_inference_first_response_histogram_ms": 0.001},
     durations={"nv_inference_request_duration_us": 1e-6},
 )
-ADAPTERS = (VLLM, SGLANG, DYNAMO, TRITON)
+
+
+def _tgi_failure(labels: dict[str, str]) -> str:
+    # "overloaded" is TGI shedding load (HTTP 429); everything else counts as an error,
+    # validation failures included (TGI does not tell a client's mistake from its own).
+    return "rejected" if labels.get("err") == "overloaded" else "error"
+
+
+TGI = Adapter(
+    server="tgi",
+    prefix="tgi_",
+    model_labels=(),  # one model per server, unlabelled: give model= with the target
+    histograms={
+        "tgi_request_duration": c.REQUEST_DURATION,
+        "tgi_request_mean_time_per_token_duration": c.TIME_PER_OUTPUT_TOKEN,
+    },
+    token_sums={"tgi_request_input_length": "input", "tgi_request_generated_tokens": "output"},
+    requests={"tgi_request_success": lambda labels: "success", "tgi_request_failure": _tgi_failure},
+    gauges={"tgi_queue_size": WAITING, "tgi_batch_current_size": RUNNING},
+)
+ADAPTERS = (VLLM, SGLANG, DYNAMO, TRITON, TGI)
 
 
 def recognise(samples: Iterable[Sample]) -> Adapter | None:
@@ -219,8 +239,9 @@ def canonicalize(
         out[key] = out.get(key, 0.0) + value if add else value
 
     def base(labels: dict[str, str]) -> dict[str, str]:
+        model = adapter.model(labels)
         return {
-            c.LABEL_MODEL: adapter.model(labels),
+            **({c.LABEL_MODEL: model} if model else {}),  # TGI: none; give model= with the target
             c.LABEL_SERVER: adapter.server,
             **extra,
         }

@@ -9,6 +9,7 @@ import pytest
 from collectors.servers import (
     DYNAMO,
     SGLANG,
+    TGI,
     TRITON,
     VLLM,
     ParseError,
@@ -29,6 +30,7 @@ CASES = [
     ("triton_docs_histogram_example.prom", TRITON),
     ("triton_docs_counters_example.prom", TRITON),
     ("triton_core_metrics_handwritten.prom", TRITON),
+    ("tgi_metrics_handwritten.prom", TGI),
 ]
 
 
@@ -223,8 +225,8 @@ def test_agent_cli_re_exposes_a_server_target_and_refuses_bad_ones():
     assert out.returncode == 0, out.stderr
     assert 'gen_ai_server_requests_total{model="meta-llama/Llama-3.1-8B-Instruct"' in out.stdout
     assert 'pod="vllm-0"' in out.stdout and 'gpuslo_target_up{target="' in out.stdout
-    bad = agent("--server-target", "http://127.0.0.1:1/metrics;server=tgi")
-    assert bad.returncode == 2 and "unknown server 'tgi'" in bad.stderr
+    bad = agent("--server-target", "http://127.0.0.1:1/metrics;server=ollama")
+    assert bad.returncode == 2 and "unknown server 'ollama'" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
@@ -244,3 +246,16 @@ def test_triton_ms_buckets_become_seconds_and_durations_only_give_a_mean():
     # 96 s of request time over 1,200 successes and 37 failures: a mean, no histogram.
     assert series[("gpuslo_server_request_duration_seconds_total", None)] == 96.0
     assert not any(n == "gen_ai_server_request_duration_seconds_bucket" for n, _ in series)
+
+
+def test_tgi_takes_its_model_from_the_target_and_counts_overload_as_rejected():
+    samples = parse_exposition((SERVERS / "tgi_metrics_handwritten.prom").read_text())
+    series = {}
+    for n, lbl, v in canonicalize(samples, TGI, {"model": "mistral-7b"}):
+        labels = dict(lbl)
+        assert labels["model"] == "mistral-7b"
+        series[(n, labels.get("outcome") or labels.get("token_type") or labels.get("le"))] = v
+    assert series[("gen_ai_server_requests_total", "rejected")] == 25
+    assert series[("gen_ai_server_requests_total", "error")] == 15
+    assert series[("gen_ai_server_token_usage_total", "output")] == 290000
+    assert series[("gen_ai_server_request_duration_seconds_bucket", "2.0")] == 1100
