@@ -97,8 +97,8 @@ class Adapter:
     requests: dict[str, Callable[[dict[str, str]], str]] = field(default_factory=dict)
     gauges: dict[str, str] = field(default_factory=dict)  # source gauge -> canonical gauge
     units: dict[str, float] = field(default_factory=dict)  # histogram -> seconds per unit
-    # Cumulative duration counters (no histogram): source -> seconds per unit.
-    durations: dict[str, float] = field(default_factory=dict)
+    # Cumulative duration counters (no histogram): source -> (canonical counter, s per unit).
+    durations: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def model(self, labels: dict[str, str]) -> str:
         for key in self.model_labels:
@@ -126,6 +126,7 @@ VLLM = Adapter(
         "vllm:time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
         "vllm:inter_token_latency_seconds": c.TIME_PER_OUTPUT_TOKEN,
         "vllm:e2e_request_latency_seconds": c.REQUEST_DURATION,
+        "vllm:request_queue_time_seconds": c.SERVER_QUEUE_TIME.name,
     },
     tokens={"vllm:prompt_tokens_total": "input", "vllm:generation_tokens_total": "output"},
     requests={"vllm:request_success_total": _vllm_outcome},
@@ -188,7 +189,10 @@ TRITON = Adapter(
     },
     gauges={"nv_inference_pending_request_count": WAITING},
     units={"nv_inference_first_response_histogram_ms": 0.001},
-    durations={"nv_inference_request_duration_us": 1e-6},
+    durations={
+        "nv_inference_request_duration_us": (c.SERVER_DURATION_SECONDS.name, 1e-6),
+        "nv_inference_queue_duration_us": (c.SERVER_QUEUE_SECONDS.name, 1e-6),
+    },
 )
 
 
@@ -205,6 +209,7 @@ TGI = Adapter(
     histograms={
         "tgi_request_duration": c.REQUEST_DURATION,
         "tgi_request_mean_time_per_token_duration": c.TIME_PER_OUTPUT_TOKEN,
+        "tgi_request_queue_duration": c.SERVER_QUEUE_TIME.name,
     },
     token_sums={"tgi_request_input_length": "input", "tgi_request_generated_tokens": "output"},
     requests={"tgi_request_success": lambda labels: "success", "tgi_request_failure": _tgi_failure},
@@ -278,8 +283,8 @@ def canonicalize(
             elif part == "_sum":
                 put(f"{target}_sum", hist_labels, s.value * unit, add=True)
         elif s.name in adapter.durations:
-            seconds = s.value * adapter.durations[s.name]
-            put(c.SERVER_DURATION_SECONDS.name, base(labels), seconds, add=True)
+            target, unit = adapter.durations[s.name]
+            put(target, base(labels), s.value * unit, add=True)
         elif family in adapter.token_sums and part == "_sum":
             token_type = adapter.token_sums[family]
             put(
@@ -405,7 +410,12 @@ class ServerCollector:
         return [up, duration, *families.values()]
 
 
-_HISTOGRAMS = {c.TIME_TO_FIRST_TOKEN, c.TIME_PER_OUTPUT_TOKEN, c.REQUEST_DURATION}
+_HISTOGRAMS = {
+    c.TIME_TO_FIRST_TOKEN,
+    c.TIME_PER_OUTPUT_TOKEN,
+    c.REQUEST_DURATION,
+    c.SERVER_QUEUE_TIME.name,
+}
 _HELP = {
     c.TIME_TO_FIRST_TOKEN: "Time to first token (s), from the inference server.",
     c.TIME_PER_OUTPUT_TOKEN: "Time per output token (s), from the inference server.",
@@ -416,6 +426,8 @@ _HELP = {
     WAITING: c.SERVER_REQUESTS_WAITING.help,
     KV_CACHE: c.SERVER_KV_CACHE_USAGE.help,
     c.SERVER_DURATION_SECONDS.name: c.SERVER_DURATION_SECONDS.help,
+    c.SERVER_QUEUE_TIME.name: c.SERVER_QUEUE_TIME.help,
+    c.SERVER_QUEUE_SECONDS.name: c.SERVER_QUEUE_SECONDS.help,
 }
 
 

@@ -369,3 +369,12 @@ SERVER_DURATION_SECONDS = _c(
     "Cumulative request time (s) from servers that give no latency histogram (Triton's "
     "*_duration_us counters): a mean latency, never a percentile.",
 )
+SERVER_QUEUE_TIME = MetricSpec(
+    "gpuslo_server_queue_time_seconds",
+    "histogram",
+    "Time requests waited in the inference server's queue before running (s).",
+)
+SERVER_QUEUE_SECONDS = _c(
+    "gpuslo_server_queue_duration_seconds_total",
+    "Cumulative queue time (s) from servers that give no queue histogram (Triton): mean only.",
+)
