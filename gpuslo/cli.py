@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
     from collectors.backends import BackendUnavailable
+    from slo_engine.errors import SpecError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BackendUnavailable as err:
         print(f"gpuslo {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except SpecError as err:  # a spec, policy or scenario file: every problem, with its place
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

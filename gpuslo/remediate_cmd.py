@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -84,22 +83,10 @@ def add_parser(sub: Any) -> None:
     s.set_defaults(func=serve)
 
 
-def _policy(path: str) -> Any:
-    from remediation.policy import load_policy
-    from slo_engine.errors import SpecError
-
-    try:
-        return load_policy(path)
-    except SpecError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return None
-
-
 def validate(args: argparse.Namespace) -> int:
-    spec = _policy(args.policy)
-    if spec is None:
-        return 1
+    from remediation.policy import load_policy
+
+    spec = load_policy(args.policy)
     print(f"{len(spec.policies)} polic{'y' if len(spec.policies) == 1 else 'ies'} valid")
     return 0
 
@@ -134,14 +121,13 @@ def _actuator(args: argparse.Namespace) -> Any:
 def serve(args: argparse.Namespace) -> int:
     from remediation.engine import DataCheck, Remediator
     from remediation.journal import Journal
+    from remediation.policy import load_policy
     from remediation.server import Hook, Metrics, tls_context
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    spec = _policy(args.policy)
-    if spec is None:
-        return 1
+    spec = load_policy(args.policy)
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")

@@ -63,23 +63,11 @@ def add_parser(sub: Any) -> None:
     g.set_defaults(func=generate)
 
 
-def _load(files: list[str]) -> tuple[list[Any], list[Any]] | None:
-    from slo_engine import SpecError, load_specs
-
-    try:
-        return load_specs(files)
-    except SpecError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return None
-
-
 def validate(args: argparse.Namespace) -> int:
     """Exit 0 when every spec is valid, 1 otherwise; warnings are printed either way."""
-    loaded = _load(args.files)
-    if loaded is None:
-        return 1
-    slos, warnings = loaded
+    from slo_engine import load_specs
+
+    slos, warnings = load_specs(args.files)
     if args.prometheus:
         from slo_engine.live_lint import PrometheusUnreachable, lint_live
 
@@ -98,12 +86,9 @@ def validate(args: argparse.Namespace) -> int:
 
 def generate(args: argparse.Namespace) -> int:
     """Validate, then write the rules; nothing is written when any spec is invalid."""
-    from slo_engine import write_outputs
+    from slo_engine import load_specs, write_outputs
 
-    loaded = _load(args.files)
-    if loaded is None:
-        return 1
-    slos, warnings = loaded
+    slos, warnings = load_specs(args.files)
     for w in warnings:
         print(w, file=sys.stderr)
     for path in write_outputs(slos, list(args.files), args.output, args.format):

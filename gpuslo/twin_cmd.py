@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -53,33 +52,28 @@ def add_parser(sub: Any) -> None:
     s.set_defaults(func=serve)
 
 
-def _load(path: str) -> Any:
+def validate(args: argparse.Namespace) -> int:
     from simulator.scenario import load_scenario
     from slo_engine.errors import SpecError
 
-    try:
-        return load_scenario(path)
-    except SpecError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return None
-
-
-def validate(args: argparse.Namespace) -> int:
-    results = [_load(f) for f in args.files]
-    if any(r is None for r in results):
-        return 1
-    print(f"{len(results)} scenario(s) valid")
+    problems = []
+    for path in args.files:  # every file's problems, not just the first file's
+        try:
+            load_scenario(path)
+        except SpecError as err:
+            problems += err.problems
+    if problems:
+        raise SpecError(problems)
+    print(f"{len(args.files)} scenario(s) valid")
     return 0
 
 
 def offline(args: argparse.Namespace) -> int:
     from simulator.offline import run_offline
+    from simulator.scenario import load_scenario
     from slo_engine.durations import parse_duration
 
-    scenario = _load(args.scenario)
-    if scenario is None:
-        return 1
+    scenario = load_scenario(args.scenario)
     step = None
     if args.step:
         try:
@@ -100,10 +94,9 @@ def offline(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from simulator.live import LiveTwin
+    from simulator.scenario import load_scenario
 
-    scenario = _load(args.scenario)
-    if scenario is None:
-        return 1
+    scenario = load_scenario(args.scenario)
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
