@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from slo_engine.durations import parse_duration
-from slo_engine.errors import SpecError, SpecProblem
-from slo_engine.yamlpos import load_documents, locate, validation_problems
+from slo_engine.errors import SpecError
+from slo_engine.yamlpos import load_single, problem_at
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 
@@ -181,29 +181,13 @@ class PolicyFile(_Strict):
 
 def load_policy(path: str | Path) -> PolicyFile:
     """Validate a policy file; SpecError lists every problem with its place."""
-    name = str(path)
-    docs = load_documents(path)
-    if len(docs) != 1:
-        raise SpecError([SpecProblem(name, 1, 1, "file", "one policy document per file")])
-    data, node = docs[0]
-    try:
-        spec = PolicyFile.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(validation_problems(name, node, err)) from err
+    spec, node = load_single(path, PolicyFile, "policy")
     seen: dict[str, int] = {}
     problems = []
     for i, p in enumerate(spec.policies):
         if p.name in seen:
-            line, col = locate(node, ("policies", i, "name"))
-            problems.append(
-                SpecProblem(
-                    name,
-                    line,
-                    col,
-                    f"policies[{i}].name",
-                    f"{p.name!r} is already policies[{seen[p.name]}]",
-                )
-            )
+            message = f"{p.name!r} is already policies[{seen[p.name]}]"
+            problems.append(problem_at(path, node, ("policies", i, "name"), message))
         seen.setdefault(p.name, i)
     if problems:
         raise SpecError(problems)

@@ -20,12 +20,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from collectors.backends.sim import PROFILES
 from slo_engine.durations import parse_duration
 from slo_engine.errors import SpecError, SpecProblem
-from slo_engine.yamlpos import load_documents, locate, validation_problems
+from slo_engine.yamlpos import load_single, problem_at
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 _MIG = re.compile(r"^([1-7])g\.\d+gb$")
@@ -187,21 +187,11 @@ class Scenario(_Strict):
 
 def load_scenario(path: str | Path) -> Scenario:
     """Validate a scenario file; SpecError lists every problem with its place."""
-    name = str(path)
-    docs = load_documents(path)
-    if len(docs) != 1:
-        raise SpecError([SpecProblem(name, 1, 1, "file", "one scenario document per file")])
-    data, node = docs[0]
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(validation_problems(name, node, err)) from err
-    problems = []
+    scenario, node = load_single(path, Scenario, "scenario")
+    problems: list[SpecProblem] = []
 
     def problem(loc: tuple[str | int, ...], message: str) -> None:
-        line, col = locate(node, loc)
-        field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
-        problems.append(SpecProblem(name, line, col, field, message))
+        problems.append(problem_at(path, node, loc, message))
 
     gpus = sum(g.count * g.gpus for g in scenario.nodes if not g.mig)
     wanted = sum(p.replicas * p.gpus_per_replica for p in scenario.pools if not p.mig_profile)

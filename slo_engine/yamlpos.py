@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError, SpecProblem
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_documents(path: str | Path) -> list[tuple[Any, yaml.Node]]:
@@ -29,6 +32,27 @@ def load_documents(path: str | Path) -> list[tuple[Any, yaml.Node]]:
     if not nodes:
         raise SpecError([SpecProblem(name, 1, 1, "file", "no YAML documents")])
     return list(zip(data, nodes, strict=True))
+
+
+def load_single(path: str | Path, model: type[M], what: str) -> tuple[M, yaml.Node]:
+    """The one document of a file, validated by a pydantic ``model``; SpecError otherwise."""
+    name = str(path)
+    docs = load_documents(path)
+    if len(docs) != 1:
+        raise SpecError([SpecProblem(name, 1, 1, "file", f"one {what} document per file")])
+    data, node = docs[0]
+    try:
+        return model.model_validate(data), node
+    except ValidationError as err:
+        raise SpecError(validation_problems(name, node, err)) from err
+
+
+def problem_at(
+    path: str | Path, node: yaml.Node, loc: Sequence[str | int], message: str
+) -> SpecProblem:
+    """A problem at a field path, with that field's line and column."""
+    line, col = locate(node, loc)
+    return SpecProblem(str(path), line, col, field_path(loc), message)
 
 
 def locate(node: yaml.Node, loc: Sequence[str | int], key: bool = False) -> tuple[int, int]:
