@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,6 +40,16 @@ def golden(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         assert text == path.read_text(), f"output differs from {path} (`make golden` rewrites it)"
 
     return check
+
+
+def run_gpuslo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``gpuslo ARGS…`` as a user runs it, in a fresh interpreter; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpuslo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def need(binary: str) -> str:

@@ -1,17 +1,12 @@
 import json
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from gpuslo.cli import main
+from tests.conftest import run_gpuslo
 
-
-def run(*args, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "gpuslo", *args], capture_output=True, text=True, timeout=timeout
-    )
+run = run_gpuslo
 
 
 def test_help_explains_the_agent_and_its_collector_switches():

@@ -15,6 +15,7 @@ from remediation.journal import Journal
 from remediation.policy import load_policy
 from remediation.webhook import PayloadError, parse_payload
 from slo_engine.errors import SpecError
+from tests.conftest import run_gpuslo
 
 POLICY = """\
 apiVersion: gpuslo/v1
@@ -253,18 +254,8 @@ def test_policy_problems_are_reported_at_their_place(tmp_path):
     assert Path(bad).exists()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None):
-    import os
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "gpuslo", "remediate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+def run_cli(*args: str):
+    return run_gpuslo("remediate", *args)
 
 
 def test_cli_validates_policies_and_refuses_bad_input_without_a_traceback(tmp_path):

@@ -18,7 +18,7 @@ from collectors.servers import (
     recognise,
     render,
 )
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, run_gpuslo
 
 SERVERS = FIXTURES / "servers"
 CASES = [
@@ -197,24 +197,9 @@ def test_the_agent_serves_canonical_series_that_promtool_accepts(tmp_path):
 
 
 def test_agent_cli_re_exposes_a_server_target_and_refuses_bad_ones():
-    import subprocess
-    import sys
-
     def agent(*args: str):
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gpuslo",
-                "agent",
-                "--once",
-                "--no-collector.gpu",
-                "--no-collector.infiniband",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        return run_gpuslo(
+            "agent", "--once", "--no-collector.gpu", "--no-collector.infiniband", *args
         )
 
     t = Targets()

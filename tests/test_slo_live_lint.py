@@ -1,7 +1,5 @@
 """`gpuslo slo validate --prometheus URL` against a real Prometheus scraping a small target."""
 
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from slo_engine.live_lint import query
-from tests.conftest import free_port, start_prometheus
+from tests.conftest import free_port, run_gpuslo, start_prometheus
 
 pytestmark = pytest.mark.component
 
@@ -87,12 +85,7 @@ def prometheus(tmp_path, process):
 
 
 def validate(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "gpuslo", "slo", "validate", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_gpuslo("slo", "validate", *args)
 
 
 def test_live_lint_flags_off_boundary_thresholds_and_idle_slis(tmp_path, prometheus):

@@ -1,11 +1,10 @@
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from slo_engine import load_specs, rule_groups, write_outputs
-from tests.conftest import need
+from tests.conftest import need, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "slos" / "chat.yaml"
@@ -128,12 +127,7 @@ def test_cli_generate_writes_nothing_when_a_spec_is_invalid(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: gpuslo/v1\nkind: SLOs\nslos: []\n")
     out_dir = tmp_path / "out"
-    out = subprocess.run(
-        [sys.executable, "-m", "gpuslo", "slo", "generate", str(bad), "-o", str(out_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_gpuslo("slo", "generate", str(bad), "-o", str(out_dir))
     assert out.returncode == 1 and "slos: List should have at least 1 item" in out.stderr
     assert not out_dir.exists()
 

@@ -1,10 +1,9 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from slo_engine import SpecError, load_specs, load_tiers
+from tests.conftest import run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "slos" / "chat.yaml"
@@ -131,20 +130,10 @@ def test_windows_files_are_validated_like_specs(tmp_path):
 
 def test_cli_validate_prints_problems_one_per_line_and_exits_1(tmp_path):
     p = spec(tmp_path, HEAD + "  - name: a\n    objective: 120\n    availability: {}\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "gpuslo", "slo", "validate", str(p)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_gpuslo("slo", "validate", str(p))
     assert out.returncode == 1
     assert out.stderr.strip() == f"{p}:6:16: slos[0].objective: Input should be less than 100"
-    ok = subprocess.run(
-        [sys.executable, "-m", "gpuslo", "slo", "validate", str(EXAMPLE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ok = run_gpuslo("slo", "validate", str(EXAMPLE))
     assert ok.returncode == 0 and "3 SLO(s) valid" in ok.stdout
 
 

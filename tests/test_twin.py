@@ -5,8 +5,6 @@ hook's twin actuator."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +19,7 @@ from simulator.live import LiveTwin
 from simulator.offline import run_offline
 from simulator.scenario import load_scenario
 from slo_engine.errors import SpecError
+from tests.conftest import run_gpuslo
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "simulator" / "scenarios"
 
@@ -161,33 +160,21 @@ def test_the_hooks_twin_actuator_drives_the_live_pool_api_and_agents_serve_gpus(
 
 
 def test_cli_offline_and_validate(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpuslo",
-            "twin",
-            "offline",
-            str(SCENARIOS / "noisy-neighbour.yaml"),
-            "-o",
-            str(tmp_path),
-            "--step",
-            "1m",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_gpuslo(
+        "twin",
+        "offline",
+        str(SCENARIOS / "noisy-neighbour.yaml"),
+        "-o",
+        str(tmp_path),
+        "--step",
+        "1m",
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert "120 steps" in out.stdout and (tmp_path / "history.om").stat().st_size > 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: gpuslo/v1\nkind: TwinScenario\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "gpuslo", "twin", "validate", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_gpuslo("twin", "validate", str(bad))
     assert out.returncode == 1 and "Traceback" not in out.stderr and "duration" in out.stderr
 
 
