@@ -27,7 +27,7 @@ from remediation.journal import Journal
 from remediation.policy import load_policy
 from remediation.server import Hook, Metrics
 from slo_engine import load_specs, write_outputs
-from slo_engine.durations import parse_duration
+from slo_engine.durations import format_duration, parse_duration
 from slo_engine.rules import burn_rate
 
 from .live import LiveTwin
@@ -123,8 +123,8 @@ def run_demo(
     page = next(t for t in slo.tiers if t.severity == "page")
     threshold = page.factor(slo.period)
     long_w, short_w = (
-        _fmt(page.long_window),
-        _fmt(page.short_window),
+        format_duration(page.long_window),
+        format_duration(page.short_window),
     )
     spike = next(f for f in scenario.faults if f.kind == "traffic_spike")
     duration = parse_duration(scenario.duration)
@@ -135,16 +135,10 @@ def run_demo(
         journal = Journal(workdir / "journal.db")
         stack.callback(journal.close)
         echo("starting the remediation hook, Alertmanager and Prometheus")
-        prom_port_holder: dict[str, str] = {}
-
-        def data_check(alert: Any) -> str | None:
-            return DataCheck(prom_port_holder["url"])(alert)
-
         remediator = Remediator(
             load_policy(DEMO / "policy.yaml"),
             journal,
             TwinActuator(f"http://127.0.0.1:{twin.port}"),
-            data_check=data_check,
             on_outcome=hook_metrics.outcome,
         )
         hook = Hook(remediator, hook_metrics, port=0, tick=0.5)
@@ -173,7 +167,8 @@ def run_demo(
             evaluation_interval="2s",
             config_extra=_prometheus_config(twin, f"127.0.0.1:{am.port}"),
         )
-        prom_port_holder["url"] = prom.url
+        # Prometheus's URL is fixed at construction, before anything starts.
+        remediator.data_check = DataCheck(prom.url)
         hook.start()
         stack.callback(hook.stop)
         am.start()
@@ -240,12 +235,6 @@ def _active_at(prom: Prometheus, tier: str) -> float | None:
         if labels.get("tier") == tier and alert["state"] == "firing":
             return datetime.fromisoformat(alert["activeAt"].replace("Z", "+00:00")).timestamp()
     return None
-
-
-def _fmt(seconds: float) -> str:
-    from slo_engine.durations import format_duration
-
-    return format_duration(seconds)
 
 
 def _value(prom: Prometheus, expr: str) -> float | None:

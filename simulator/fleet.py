@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 
 from collectors.backends.sim import PROFILES, gpu_uuid
+from slo_engine.durations import parse_duration
 
 from .scenario import Fallback, Pool, Scenario, mig_compute, node_names_of
 
@@ -174,8 +175,8 @@ class Fleet:
         self.incidents = [
             Incident(
                 f.kind,
-                _seconds(f.at),
-                _seconds(f.at) + _seconds(f.for_),
+                parse_duration(f.at),
+                parse_duration(f.at) + parse_duration(f.for_),
                 f.node,
                 f.gpu,
                 f.tenant,
@@ -196,7 +197,7 @@ class Fleet:
 
     def _reconcile(self, state: PoolState, initial: bool = False) -> None:
         """Start or stop replicas to match ``desired``; new ones serve after their cold start."""
-        cold = 0.0 if initial else _seconds(state.spec.cold_start)
+        cold = 0.0 if initial else parse_duration(state.spec.cold_start)
         while len(state.replicas) > state.desired:
             replica = state.replicas.pop()
             if replica.slice is not None:
@@ -284,7 +285,7 @@ class Fleet:
         state = self.pools[gpu.pool]
         if gpu.replica < len(state.replicas):
             replica = state.replicas[gpu.replica]
-            replica.restarts_until = self.t + _seconds(state.spec.cold_start)
+            replica.restarts_until = self.t + parse_duration(state.spec.cold_start)
 
     def _health(self, replica: Replica) -> float:
         if self.t < replica.ready_at or self.t < replica.restarts_until:
@@ -310,7 +311,7 @@ class Fleet:
         day = 2 * math.pi * (self.t % 86400) / 86400
         rps = tenant.requests_per_second * (1 + tenant.diurnal * math.sin(day - math.pi / 2))
         for b in tenant.bursts:
-            if _seconds(b.at) <= self.t < _seconds(b.at) + _seconds(b.for_):
+            if parse_duration(b.at) <= self.t < parse_duration(b.at) + parse_duration(b.for_):
                 rps *= b.factor
         for inc in self._active("traffic_spike"):
             if inc.tenant == tenant.name:
@@ -414,9 +415,3 @@ class Fleet:
             gpu.energy_j += gpu.power * dt
             if throttled:
                 gpu.throttle_s += dt
-
-
-def _seconds(text: str) -> float:
-    from slo_engine.durations import parse_duration
-
-    return parse_duration(text)
