@@ -5,8 +5,9 @@ Order for a firing alert and each policy it matches:
 1. the episode (group key + fingerprint + startsAt) and policy already have a decision:
    a repeat delivery. If that decision was written but never completed (a crash between
    deciding and acting), complete it with the state it planned; otherwise do nothing.
-2. kill switch, the alert's data (its expression must still return it), cooldown, the
-   policy's and the global rate limit: any of them stops the action (recorded as skipped).
+2. kill switch, cooldown, the policy's and the global rate limit, then the alert's data (its
+   expression must still return it, asked of Prometheus only when the local checks pass): any
+   of them stops the action (recorded as skipped).
 3. plan the absolute state to set (replicas, weights) within the policy's bounds;
 4. dry run: record the plan as advised. Otherwise write the decision, act, record the result.
 
@@ -179,10 +180,6 @@ class Remediator:
         now = self.clock()
         if self.kill_switch():
             return "kill switch is on"
-        if self.data_check is not None:
-            problem = self.data_check(alert)
-            if problem is not None:
-                return problem
         last = self.journal.last_acted(policy.name)
         if last is not None and now - last < seconds(policy.cooldown):
             return f"cooldown: last action {now - last:.0f}s ago, cooldown {policy.cooldown}"
@@ -192,6 +189,9 @@ class Remediator:
         glob = self.policy.settings.rate_limit
         if self.journal.count_acted(None, now - seconds(glob.per)) >= glob.max:
             return f"global rate limit: {glob.max} actions per {glob.per} reached"
+        # Last: the only check that goes over the network, skipped when a local one says no.
+        if self.data_check is not None:
+            return self.data_check(alert)
         return None
 
     def _plan(self, policy: Policy) -> tuple[str, dict[str, Any] | None]:
