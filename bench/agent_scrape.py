@@ -28,17 +28,12 @@ from pathlib import Path
 
 import psutil
 
+from gpuslo.promlab import free_port
 from simulator import IbPort, write_infiniband_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- agent_scrape:begin -->", "<!-- agent_scrape:end -->"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
