@@ -58,11 +58,13 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class AgentServer:
-    """A threaded HTTP server bound to ``host:port`` (port 0 picks a free one)."""
+class BackgroundHTTPServer:
+    """A threaded HTTP server bound to ``host:port`` (port 0 picks a free one), served on a
+    background thread."""
 
-    def __init__(self, agent: Agent, host: str, port: int) -> None:
-        handler = type("AgentHandler", (_Handler,), {"agent": agent})
+    thread_name = "http"
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -75,10 +77,19 @@ class AgentServer:
 
     def start(self) -> None:
         """Serve on a background thread."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name=self.thread_name, daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class AgentServer(BackgroundHTTPServer):
+    """The agent's ``/metrics`` and ``/healthz``."""
+
+    def __init__(self, agent: Agent, host: str, port: int) -> None:
+        super().__init__(type("AgentHandler", (_Handler,), {"agent": agent}), host, port)

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample as PromSample
@@ -29,6 +29,7 @@ from prometheus_client.samples import Sample as PromSample
 from gpuslo import conventions as c
 
 from .exposition import add, family
+from .tenants import TenantCap
 
 _SAMPLE = re.compile(
     r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?\s*$"
@@ -233,9 +234,14 @@ Series = tuple[str, tuple[tuple[str, str], ...], float]
 
 
 def canonicalize(
-    samples: list[Sample], adapter: Adapter, extra: dict[str, str] | None = None
+    samples: list[Sample],
+    adapter: Adapter,
+    extra: dict[str, str] | None = None,
+    tenants: TenantCap | None = None,
 ) -> list[Series]:
-    """The canonical series for one scrape, sorted, with ``extra`` labels (namespace, pod)."""
+    """The canonical series for one scrape, sorted, with ``extra`` labels (namespace, pod).
+
+    A ``tenant`` label on the server's samples is kept, through the tenant cap when given."""
     extra = extra or {}
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
@@ -245,11 +251,15 @@ def canonicalize(
 
     def base(labels: dict[str, str]) -> dict[str, str]:
         model = adapter.model(labels)
-        return {
+        out = {
             **({c.LABEL_MODEL: model} if model else {}),  # TGI: none; give model= with the target
             c.LABEL_SERVER: adapter.server,
             **extra,
         }
+        tenant = labels.get(c.LABEL_TENANT)
+        if tenant:
+            out[c.LABEL_TENANT] = tenants.admit(tenant, c.COLLECTOR_SERVERS) if tenants else tenant
+        return out
 
     # Several source names may map to one canonical histogram (vLLM renamed TPOT to
     # inter-token latency and printed both for a while): take the first the server has.
@@ -354,18 +364,39 @@ class Target:
     server: str | None = None  # force an adapter instead of recognising the output
 
 
+class TargetSource(Protocol):
+    """Targets found at run time (Kubernetes pods by annotation), with their own metrics."""
+
+    def targets(self) -> list[Target]:
+        """The current targets (may use a cached listing)."""
+        ...
+
+    def metrics(self) -> list[Metric]:
+        """The source's own health series."""
+        ...
+
+
 class ServerCollector:
     """Scrapes every target concurrently, each with its own timeout; a slow, dead or garbled
     target reports ``gpuslo_target_up 0`` and delays nothing else beyond the timeout."""
 
     name = c.COLLECTOR_SERVERS
 
-    def __init__(self, targets: Iterable[Target], timeout: float = 2.0, workers: int = 8) -> None:
+    def __init__(
+        self,
+        targets: Iterable[Target],
+        timeout: float = 2.0,
+        workers: int = 32,
+        discovery: TargetSource | None = None,
+        tenants: TenantCap | None = None,
+    ) -> None:
         self.targets = list(targets)
         self.timeout = timeout
+        self.discovery = discovery
+        self.tenants = tenants
+        # Threads are started lazily, up to ``workers``: one per target in flight.
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, min(workers, len(self.targets) or 1)),
-            thread_name_prefix="gpuslo-target",
+            max_workers=max(1, workers), thread_name_prefix="gpuslo-target"
         )
         self.errors: dict[str, str] = {}
 
@@ -378,12 +409,19 @@ class ServerCollector:
         adapter = adapter or recognise(samples)
         if adapter is None:
             raise ParseError("no known inference server's metrics in the output")
-        return canonicalize(samples, adapter, dict(target.labels)), time.perf_counter() - started
+        extra = dict(target.labels)
+        tenant = extra.get(c.LABEL_TENANT)
+        if tenant and self.tenants is not None:
+            extra[c.LABEL_TENANT] = self.tenants.admit(tenant, c.COLLECTOR_SERVERS)
+        series = canonicalize(samples, adapter, extra, self.tenants)
+        return series, time.perf_counter() - started
 
     def collect(self) -> list[Any]:
-
+        targets = list(self.targets)
+        if self.discovery is not None:
+            targets += self.discovery.targets()
         up, duration = family(c.TARGET_UP), family(c.TARGET_SCRAPE_SECONDS)
-        futures = {t: self._pool.submit(self._scrape, t) for t in self.targets}
+        futures = {t: self._pool.submit(self._scrape, t) for t in targets}
         done, _ = concurrent.futures.wait(futures.values(), timeout=self.timeout + 0.5)
         families: dict[str, Any] = {}
         for target, fut in futures.items():
@@ -407,7 +445,14 @@ class ServerCollector:
                 if metric is None:
                     metric = families[fam_name] = Metric(fam_name, _HELP.get(fam_name, ""), kind)
                 metric.samples.append(PromSample(name, dict(lbls), value, None, None))
-        return [up, duration, *families.values()]
+        for url in set(self.errors) - {t.url for t in targets}:
+            del self.errors[url]  # a target that went away (a deleted pod)
+        extra = self.discovery.metrics() if self.discovery is not None else []
+        return [up, duration, *families.values(), *extra]
+
+    def close(self) -> None:
+        """Stop the scrape threads (those stuck on a hanging target end at its timeout)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 _HISTOGRAMS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -21,6 +22,8 @@ DESCRIPTION = """\
 Run the gpuslo node agent: sample GPUs (NVML) and InfiniBand/RoCE ports (sysfs) on their
 own interval and serve the latest snapshot at /metrics (Prometheus text, or OpenMetrics when
 the scraper asks for it) and /healthz. GPU series use dcgm-exporter's names and labels.
+Inference servers (static targets or annotated pods) and apps pushing OTLP GenAI metrics are
+folded into one set of request series (gen_ai_server_*); see docs/requests.md.
 """
 
 EPILOG = """\
@@ -30,6 +33,11 @@ examples:
   gpuslo agent --gpu-backend sim --sim-gpus 8    a simulated 8-GPU node, no GPU needed
   gpuslo agent --no-collector.infiniband         GPUs only
   gpuslo agent --once --record-gpu gpu.json      record NVML samples as a test fixture
+  gpuslo agent --server-target 'http://127.0.0.1:8000/metrics;namespace=llm;pod=vllm-0'
+                                                 re-expose a vLLM server's request metrics
+  gpuslo agent --discover-pods --otlp-listen 0.0.0.0:4318
+                                                 scrape annotated pods on $NODE_NAME and accept
+                                                 OTLP GenAI metrics from instrumented apps
 """
 
 
@@ -111,7 +119,7 @@ def add_parser(sub: Any) -> None:
         default=[],
         metavar="URL[;label=value...]",
         help="an inference server's /metrics to re-expose under the canonical gen_ai_server_* "
-        "names (vLLM, SGLang, Dynamo recognised); labels such as namespace=, pod= and "
+        "names (vLLM, SGLang, Dynamo, Triton, TGI recognised); labels such as namespace=, pod= and "
         "server= (to skip recognition) follow after ';'. Repeat for more targets",
     )
     p.add_argument(
@@ -120,6 +128,48 @@ def add_parser(sub: Any) -> None:
         default=2.0,
         metavar="S",
         help="per-target scrape timeout (default: %(default)s)",
+    )
+    p.add_argument(
+        "--discover-pods",
+        action="store_true",
+        help='also scrape the pods on this node annotated gpuslo.io/scrape="true" (port from '
+        "gpuslo.io/port; see docs/requests.md); needs list on pods (deploy/agent/rbac.yaml)",
+    )
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME", ""),
+        metavar="NAME",
+        help="with --discover-pods: the node whose pods to list (default: $NODE_NAME)",
+    )
+    p.add_argument(
+        "--discovery-refresh",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with --discover-pods: list the pods again every S seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--otlp-listen",
+        metavar="HOST:PORT",
+        help=f"accept OTLP/HTTP metrics (POST /v1/metrics, protobuf or JSON) on this address "
+        f"and map the GenAI metrics into the canonical series (usual port: {c.OTLP_DEFAULT_PORT}; "
+        "off by default)",
+    )
+    p.add_argument(
+        "--otlp-max-streams",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="cap on OTLP streams tracked; points of new streams beyond it are rejected "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--tenant-cap",
+        type=int,
+        default=100,
+        metavar="N",
+        help="distinct tenants that keep their own series; later ones become "
+        'tenant="__other__", counted in gpuslo_tenant_overflow_total (default: %(default)s)',
     )
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point")
     p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point")
@@ -145,17 +195,21 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
+def _parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--listen: expected HOST:PORT, got {value!r}")
+        raise UsageError(f"{flag}: expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _build_collectors(args: argparse.Namespace) -> list[Any]:
     from collectors import GpuCollector, InfinibandCollector, PodResourcesAttributor
     from collectors.backends import FixtureBackend, NvmlBackend, SimBackend
+    from collectors.tenants import TenantCap
 
+    if args.tenant_cap < 0:
+        raise UsageError("--tenant-cap: must be >= 0")
+    tenants = TenantCap(args.tenant_cap)
     out: list[Any] = []
     if args.collector_gpu:
         backend: Any
@@ -179,14 +233,42 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
         )
     if args.collector_infiniband:
         out.append(InfinibandCollector(args.sysfs))
-    if args.server_target:
+    if args.server_target or args.discover_pods:
         from collectors.servers import ServerCollector
 
         if args.server_timeout <= 0:
             raise UsageError("--server-timeout: must be > 0 seconds")
         targets = [_server_target(text) for text in args.server_target]
-        out.append(ServerCollector(targets, timeout=args.server_timeout))
+        discovery = _discovery(args) if args.discover_pods else None
+        out.append(
+            ServerCollector(
+                targets, timeout=args.server_timeout, discovery=discovery, tenants=tenants
+            )
+        )
+    if args.otlp_listen:
+        from collectors.otlp import OtlpReceiver
+
+        if args.otlp_max_streams < 1:
+            raise UsageError("--otlp-max-streams: must be >= 1")
+        out.append(OtlpReceiver(tenants, max_streams=args.otlp_max_streams))
     return out
+
+
+def _discovery(args: argparse.Namespace) -> Any:
+    from kubernetes.config import ConfigException
+
+    from collectors.discovery import PodDiscovery
+
+    if not args.node_name:
+        raise UsageError("--discover-pods needs --node-name (or $NODE_NAME from the downward API)")
+    if args.discovery_refresh <= 0:
+        raise UsageError("--discovery-refresh: must be > 0 seconds")
+    try:
+        return PodDiscovery.from_environment(args.node_name, args.discovery_refresh)
+    except (ConfigException, OSError) as err:
+        raise UsageError(
+            f"--discover-pods: no Kubernetes credentials (not in a pod, no kubeconfig): {err}"
+        ) from err
 
 
 def _server_target(text: str) -> Any:
@@ -226,6 +308,9 @@ def run(args: argparse.Namespace) -> int:
     if args.record_gpu and not args.once:
         raise UsageError("--record-gpu works with --once")
     host, port = _parse_listen(args.listen)
+    if args.otlp_listen and args.once:
+        raise UsageError("--otlp-listen needs a serving agent, not --once")
+    otlp_address = _parse_listen(args.otlp_listen, "--otlp-listen") if args.otlp_listen else None
     collectors = _build_collectors(args)
     agent = Agent(collectors, interval=args.interval, max_series=args.max_series)
     if args.once:
@@ -239,15 +324,31 @@ def run(args: argparse.Namespace) -> int:
         server = AgentServer(agent, host, port)
     except OSError as err:
         raise UsageError(f"--listen: cannot listen on {args.listen}: {err.strerror}") from err
+    otlp = None
+    if otlp_address is not None:
+        from collectors.otlp import OtlpReceiver, OtlpServer
+
+        receiver = next(col for col in collectors if isinstance(col, OtlpReceiver))
+        try:
+            otlp = OtlpServer(receiver, *otlp_address)
+        except OSError as err:
+            server.stop()
+            raise UsageError(
+                f"--otlp-listen: cannot listen on {args.otlp_listen}: {err.strerror}"
+            ) from err
     agent.start()
     server.start()
     bound = "{}:{}".format(*server.address)
-    logging.getLogger("gpuslo.agent").info(
+    log = logging.getLogger("gpuslo.agent")
+    log.info(
         "serving on http://%s/metrics (collectors: %s, every %ss)",
         bound,
         ", ".join(col.name for col in collectors) or "none",
         args.interval,
     )
+    if otlp is not None:
+        otlp.start()
+        log.info("OTLP/HTTP metrics on http://%s:%s/v1/metrics", *otlp.address)
     try:
         if args.demo_seconds is not None:
             time.sleep(max(0.0, args.demo_seconds))
@@ -259,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
     finally:
+        if otlp is not None:
+            otlp.stop()
         server.stop()
         agent.stop()
     return 0

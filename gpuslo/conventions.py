@@ -378,3 +378,47 @@ SERVER_QUEUE_SECONDS = _c(
     "gpuslo_server_queue_duration_seconds_total",
     "Cumulative queue time (s) from servers that give no queue histogram (Triton): mean only.",
 )
+
+# --------------------------------------------------------------------------- tenants
+TENANT_OTHER = "__other__"
+TENANT_OVERFLOW = _c(
+    "gpuslo_tenant_overflow_total",
+    'Samples relabelled tenant="__other__" because the tenant cap was reached, by source.',
+)
+TENANTS_TRACKED = _g(
+    "gpuslo_tenants_tracked", "Distinct tenants with their own series (at most the tenant cap)."
+)
+TENANT_CAP = _g("gpuslo_tenant_cap", "The configured cap on distinct tenants.")
+
+# --------------------------------------------------------------------------- OTLP receiver
+COLLECTOR_OTLP = "otlp"
+OTLP_DEFAULT_PORT = 4318
+LABEL_RESULT = "result"
+OTLP_DATA_POINTS = _c(
+    "gpuslo_otlp_data_points_total",
+    "OTLP data points received, by result (accepted, ignored: not a GenAI metric, rejected).",
+)
+OTLP_REQUESTS = _c("gpuslo_otlp_requests_total", "OTLP/HTTP export requests, by HTTP status code.")
+LABEL_CODE = "code"
+OTLP_STREAMS = _g(
+    "gpuslo_otlp_streams", "OTLP streams (metric, resource, attributes) the receiver tracks."
+)
+
+# --------------------------------------------------------------------------- pod discovery
+DISCOVERY_SUCCESS = _g(
+    "gpuslo_discovery_success", "1 if the last Kubernetes pod listing for targets worked."
+)
+DISCOVERY_TARGETS = _g(
+    "gpuslo_discovery_targets", "Inference-server targets found by pod annotation."
+)
+DISCOVERY_SKIPPED = _g(
+    "gpuslo_discovery_skipped_pods",
+    "Pods annotated gpuslo.io/scrape=true that cannot be scraped, by reason.",
+)
+ANNOTATION_SCRAPE = "gpuslo.io/scrape"
+ANNOTATION_PORT = "gpuslo.io/port"
+ANNOTATION_PATH = "gpuslo.io/path"
+ANNOTATION_SCHEME = "gpuslo.io/scheme"
+ANNOTATION_SERVER = "gpuslo.io/server"
+ANNOTATION_MODEL = "gpuslo.io/model"
+ANNOTATION_TENANT = "gpuslo.io/tenant"
