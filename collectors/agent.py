@@ -58,6 +58,11 @@ class Snapshot:
         return cached
 
 
+def _same(a: tuple[Metric, ...], b: tuple[Metric, ...]) -> bool:
+    """The very same family objects (a collector that hands back what it had)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 class Agent:
     """Runs collectors on their own cadence and renders the latest snapshots."""
 
@@ -116,6 +121,9 @@ class Agent:
             )
         end = self._clock()
         snap = Snapshot(families, series, end - start, success, end, error)
+        prev = self._snapshots.get(collector.name)
+        if prev is not None and _same(prev.families, families):
+            snap._rendered = prev._rendered  # unchanged families: reuse their text
         for openmetrics in tuple(self._formats_wanted):
             snap.text(openmetrics)
         self._snapshots[collector.name] = snap

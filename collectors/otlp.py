@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import itertools
 import logging
 import math
+import operator
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -188,11 +190,7 @@ def exponential_to_explicit(
 
 
 def _cumulate(per: Iterable[float]) -> list[float]:
-    out, run = [], 0.0
-    for n in per:
-        run += n
-        out.append(run)
-    return out
+    return list(itertools.accumulate(per, initial=0.0))[1:]
 
 
 @dataclass
@@ -242,6 +240,10 @@ class OtlpReceiver:
         self._labels: dict[tuple[str, Labels, Labels], tuple[Labels, bool]] = {}
         self.points = {"accepted": 0.0, "ignored": 0.0, "rejected": 0.0}
         self.requests: dict[str, float] = {}
+        # Bumped on every change: collect() hands back the same families while nothing
+        # changed, so the agent reuses their rendered text instead of rendering again.
+        self._version = 0
+        self._collected: tuple[int, list[Metric]] | None = None
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, request: ExportMetricsServiceRequest) -> tuple[int, str]:
@@ -273,6 +275,7 @@ class OtlpReceiver:
             self.points["accepted"] += accepted
             self.points["ignored"] += ignored
             self.points["rejected"] += rejected
+            self._version += 1
         return rejected, message
 
     def _metric(
@@ -422,7 +425,7 @@ class OtlpReceiver:
             self._hists[hkey] = _Hist(bounds, list(dcum or [0.0]), dsum, dcount)
             return
         if dcum:
-            hist.cum = [a + b for a, b in zip(hist.cum, dcum, strict=True)]
+            hist.cum = list(map(operator.add, hist.cum, dcum))
         hist.sum += dsum
         hist.count += dcount
 
@@ -452,8 +455,8 @@ class OtlpReceiver:
             # Running maximum: equal to ``cum`` for explicit histograms; for an exponential
             # one whose scale shrank, earlier observations keep their finer assignment, and
             # no bucket counter ever goes down.
-            cum = [a if a > b else b for a, b in zip(cum, prev.cum, strict=True)]
-            dcum = [a - b for a, b in zip(cum, prev.cum, strict=True)]
+            cum = list(map(max, cum, prev.cum))
+            dcum = list(map(operator.sub, cum, prev.cum))
         out = (dcum, total - prev.sum, count - prev.count)
         prev.cum, prev.sum, prev.count, prev.seen = cum, total, count, now
         return out
@@ -493,6 +496,10 @@ class OtlpReceiver:
             for k in stale:  # a sender gone for good: forget its last cumulative point
                 del self._streams[k]
                 self._labels.pop(k, None)
+                self._version += 1
+            if self._collected is not None and self._collected[0] == self._version:
+                return self._collected[1]
+            version = self._version
             hists = [(k, h.bounds, list(h.cum), h.sum, h.count) for k, h in self._hists.items()]
             counters = list(self._counters.items())
             points, requests = dict(self.points), dict(self.requests)
@@ -526,11 +533,14 @@ class OtlpReceiver:
         for code, n in sorted(requests.items()):
             add(by_code, {c.LABEL_CODE: code}, n)
         add(tracked, {}, float(streams))
-        return [*families.values(), received, by_code, tracked, *self.tenants.metrics()]
+        out = [*families.values(), received, by_code, tracked]
+        self._collected = (version, out)
+        return out
 
     def count_request(self, code: int) -> None:
         with self._lock:
             self.requests[str(code)] = self.requests.get(str(code), 0.0) + 1
+            self._version += 1
 
 
 def _count_points(metric: Any, kind: str | None) -> int:

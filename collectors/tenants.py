@@ -20,7 +20,10 @@ DEFAULT_TENANT_CAP = 100
 
 
 class TenantCap:
-    """Maps a tenant to itself or to ``__other__``; thread-safe."""
+    """Maps a tenant to itself or to ``__other__``; thread-safe. Also an agent collector
+    (``tenants``) exposing the overflow counter, the tracked count and the cap."""
+
+    name = "tenants"
 
     def __init__(self, cap: int = DEFAULT_TENANT_CAP) -> None:
         if cap < 0:
@@ -54,6 +57,10 @@ class TenantCap:
     @property
     def tracked(self) -> int:
         return len(self._admitted)
+
+    def collect(self) -> list[Metric]:
+        """The collector interface: the same as ``metrics()``."""
+        return self.metrics()
 
     def metrics(self) -> list[Metric]:
         """``gpuslo_tenant_overflow_total{source}``, ``gpuslo_tenants_tracked``, the cap."""

@@ -251,6 +251,8 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
         if args.otlp_max_streams < 1:
             raise UsageError("--otlp-max-streams: must be >= 1")
         out.append(OtlpReceiver(tenants, max_streams=args.otlp_max_streams))
+    if args.server_target or args.discover_pods or args.otlp_listen:
+        out.append(tenants)  # gpuslo_tenant_overflow_total and friends
     return out
 
 
@@ -336,6 +338,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--otlp-listen: cannot listen on {args.otlp_listen}: {err.strerror}"
             ) from err
+    # The scrape handler shares the GIL with the sampling and OTLP threads; a 0.5 ms switch
+    # interval (Python's default is 5 ms) bounds how long a scrape waits on a busy thread
+    # (bench/otlp_ingest.py measures it).
+    sys.setswitchinterval(0.0005)
     agent.start()
     server.start()
     bound = "{}:{}".format(*server.address)

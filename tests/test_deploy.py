@@ -25,7 +25,10 @@ def docs():
     return out
 
 
-@pytest.mark.parametrize("kind", ["Namespace", "ServiceAccount", "DaemonSet", "Service"])
+@pytest.mark.parametrize(
+    "kind",
+    ["Namespace", "ServiceAccount", "DaemonSet", "Service", "ClusterRole", "ClusterRoleBinding"],
+)
 def test_core_manifests_are_valid_against_the_kubernetes_schema_strictly(kind):
     kubernetes_validate.validate(docs()[kind], K8S_VERSION, strict=True)
 
@@ -71,6 +74,26 @@ def test_daemonset_args_are_flags_the_agent_accepts_and_paths_are_mounted():
     assert container["ports"][0] == {"name": "metrics", "containerPort": port, "protocol": "TCP"}
     assert pod["runtimeClassName"] == "nvidia"
     assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {}))
+
+
+def test_agent_rbac_grants_listing_pods_and_nothing_else_and_discovery_is_on():
+    d = docs()
+    assert d["ClusterRole"]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    ]
+    binding = d["ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == d["ClusterRole"]["metadata"]["name"]
+    account = d["ServiceAccount"]["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+    pod = d["DaemonSet"]["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    assert args.discover_pods and args.node_name == "$(NODE_NAME)"
+    assert pod["automountServiceAccountToken"] is True
+    otlp = int(args.otlp_listen.rsplit(":", 1)[1])
+    ports = {p["name"]: p for p in pod["containers"][0]["ports"]}
+    assert ports["otlp-http"]["containerPort"] == ports["otlp-http"]["hostPort"] == otlp
 
 
 def test_service_and_servicemonitor_select_the_agent_pods():
