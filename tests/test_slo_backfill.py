@@ -166,10 +166,13 @@ def test_calendar_periods_count_from_the_start_of_the_month_and_week(backfilled)
     for name, since in (("month", month_start), ("week", week_start)):
         exact = exact_ratio(truth, start, since, t_end)
         recorded = prom.scalar(f'{error_ratio(name)}{{slo="chat-{name}"}}', at=t_end)
-        # Recordings land at the rule group's offset within the minute (promtool: 6.5 s), so
-        # the period starts up to one interval off 00:00: a few seconds of traffic at the
-        # edge, about 1e-5 of a three-week period here.
-        assert abs(recorded - exact) / exact < 1e-4, (name, recorded, exact)
+        # Recordings land at the rule group's offset within the minute (0-60 s, from a hash
+        # of the group's name and rule file, so it changes with the temp dir), and the 1m
+        # subquery reads the latest recording at each whole minute: each end of the period
+        # moves by up to about two minutes of traffic. At midnight traffic that is up to
+        # about 3e-4 of a week-to-date ratio here (arithmetic: 1,600 of 5.6M requests); one
+        # run in CI measured 1.5e-4 for the month.
+        assert abs(recorded - exact) / exact < 1e-3, (name, recorded, exact)
         # A period starting six hours off reads something else: the check can fail.
         shifted = exact_ratio(truth, start, since + 6 * 3600, t_end)
-        assert abs(shifted - exact) / exact > 1e-3, (name, shifted, exact)
+        assert abs(shifted - exact) / exact > 1e-2, (name, shifted, exact)

@@ -1,0 +1,151 @@
+"""Where the evaluator's base rates come from: a Prometheus (range queries of the SLO's own
+SLI expressions, chunked under Prometheus' 11,000-points-per-series limit), an OpenMetrics
+file (loaded into a throwaway local Prometheus, so the PromQL is Prometheus' own), or a table
+of base rates (CSV or Parquet: ``timestamp, slo, errors, requests``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .evaluator import SliData
+from .model import SLO
+
+MAX_POINTS = 10_000  # per range query; Prometheus refuses more than 11,000
+
+
+class HistoryError(Exception):
+    """History that cannot be read: one line for the user."""
+
+
+def query_range(
+    url: str,
+    expr: str,
+    start: float,
+    end: float,
+    step: float,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 300.0,
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], int]:
+    """Values of ``expr`` at ``start + k * step`` up to ``end`` (NaN where it had none), and
+    the number of series it returned (0 or 1 expected; several are summed)."""
+    n = math.floor((end - start) / step + 1e-9) + 1
+    values = np.full(n, np.nan)
+    seen = 0
+    for lo in range(0, n, MAX_POINTS):
+        hi = min(n, lo + MAX_POINTS)
+        params = {
+            "query": expr,
+            "start": repr(start + lo * step),
+            "end": repr(start + (hi - 1) * step),
+            "step": repr(step),
+        }
+        body = _get(
+            f"{url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}", timeout
+        )
+        result = body["data"]["result"]
+        seen = max(seen, len(result))
+        for series in result:
+            for t, v in series["values"]:
+                k = round((float(t) - start) / step)
+                if 0 <= k < n:
+                    value = float(v)
+                    values[k] = value if np.isnan(values[k]) else values[k] + value
+        if progress is not None:
+            progress(hi - lo)
+    return values, seen
+
+
+def _get(url: str, timeout: float) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = json.load(resp)
+    except urllib.error.HTTPError as err:
+        try:
+            detail = json.load(err).get("error", "")
+        except (ValueError, OSError):
+            detail = ""
+        raise HistoryError(f"Prometheus answered HTTP {err.code}: {detail or err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise HistoryError(
+            f"cannot reach Prometheus at {url.split('/api/')[0]}: {reason}"
+        ) from None
+    if body.get("status") != "success":
+        raise HistoryError(f"Prometheus: {body.get('error', 'query failed')}")
+    return body
+
+
+def sli_from_prometheus(
+    url: str,
+    slo: SLO,
+    start: float,
+    end: float,
+    step: float,
+    progress: Callable[[int], None] | None = None,
+) -> SliData:
+    """The SLO's base rates evaluated by Prometheus at every step, as the recording rules
+    would have recorded them."""
+    errors, n_err = query_range(url, slo.errors_query, start, end, step, progress)
+    requests, n_req = query_range(url, slo.total_query, start, end, step, progress)
+    if n_req > 1 or n_err > 1:
+        raise HistoryError(
+            f"{slo.name}: the SLI queries return {max(n_req, n_err)} series; the rules expect one"
+        )
+    return SliData(start, step, errors, requests)
+
+
+def sli_from_table(paths: Iterable[Path], step: float | None = None) -> dict[str, SliData]:
+    """Base rates per SLO from CSV or Parquet files with columns ``timestamp`` (Unix seconds
+    or ISO 8601), ``slo``, ``errors`` and ``requests`` (events per second over the base window,
+    as the recording rules hold them). Rows are placed on an even grid of ``step`` (default:
+    the most common spacing); missing steps become gaps."""
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        try:
+            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except (OSError, ValueError, ImportError) as err:
+            raise HistoryError(f"{path}: cannot read: {err}") from None
+        missing = {"timestamp", "slo", "errors", "requests"} - set(frame.columns)
+        if missing:
+            raise HistoryError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        frames.append(frame)
+    if not frames:
+        return {}
+    table = pd.concat(frames, ignore_index=True)
+    ts = table["timestamp"]
+    if not np.issubdtype(ts.dtype, np.number):
+        try:
+            ts = pd.to_datetime(ts, utc=True).astype("int64") / 1e9
+        except (ValueError, TypeError) as err:
+            raise HistoryError(f"timestamp: not Unix seconds or ISO 8601: {err}") from None
+    table = table.assign(timestamp=ts.astype(float))
+    out = {}
+    for name, rows in table.groupby("slo", sort=True):
+        rows = rows.sort_values("timestamp")
+        times = rows["timestamp"].to_numpy()
+        if step:
+            spacing = step
+        elif len(times) > 1:
+            spacing = float(pd.Series(np.diff(times)).mode().iloc[0])
+        else:
+            spacing = 60.0
+        if spacing <= 0:
+            raise HistoryError(f"slo {name}: repeated timestamps")
+        n = round((times[-1] - times[0]) / spacing) + 1
+        errors, requests = np.full(n, np.nan), np.full(n, np.nan)
+        k = np.round((times - times[0]) / spacing).astype(int)
+        errors[k] = rows["errors"].to_numpy(dtype=float)
+        requests[k] = rows["requests"].to_numpy(dtype=float)
+        out[str(name)] = SliData(float(times[0]), spacing, errors, requests)
+    return out
