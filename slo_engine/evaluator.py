@@ -84,15 +84,34 @@ class Evaluation:
     episodes: list[Episode] = field(default_factory=list)
 
 
+class _Cumulative:
+    """Cumulative sums and counts of one series' present samples, computed once and shared
+    by every window."""
+
+    def __init__(self, values: Array) -> None:
+        valid = ~np.isnan(values)
+        self.gaps = not bool(valid.all())
+        self.csum = np.concatenate(([0.0], np.cumsum(np.where(valid, values, 0.0))))
+        self.ccount = np.concatenate(([0.0], np.cumsum(valid, dtype=np.float64)))
+        self.n = len(values)
+
+    def _diff(self, cum: Array, n: int) -> Array:
+        out = cum[1:].copy()
+        if n < self.n:  # before index n the range reaches before the data: nothing to subtract
+            out[n:] -= cum[1 : self.n - n + 1]
+        return out
+
+    def window(self, n: int) -> tuple[Array, Array]:
+        return self._diff(self.csum, n), self._diff(self.ccount, n)
+
+    def sums(self, n: int) -> Array:
+        return self._diff(self.csum, n)
+
+
 def window_sums(values: Array, n: int) -> tuple[Array, Array]:
     """Sum and count of the non-NaN values among the last ``n`` samples at each index
     (fewer at the start, where the range reaches before the data)."""
-    valid = ~np.isnan(values)
-    csum = np.concatenate(([0.0], np.cumsum(np.where(valid, values, 0.0))))
-    ccount = np.concatenate(([0], np.cumsum(valid)))
-    hi = np.arange(1, len(values) + 1)
-    lo = np.maximum(hi - n, 0)
-    return csum[hi] - csum[lo], (ccount[hi] - ccount[lo]).astype(np.float64)
+    return _Cumulative(values).window(n)
 
 
 def samples_in(window: float, step: float) -> int:
@@ -100,12 +119,12 @@ def samples_in(window: float, step: float) -> int:
     return max(1, math.ceil(window / step - 1e-9))
 
 
-def _ratio(errors: Array, requests: Array, n: int) -> Array:
-    e, ne = window_sums(errors, n)
-    r, nr = window_sums(requests, n)
+def _ratio(errors: _Cumulative, requests: _Cumulative, n: int) -> Array:
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = e / r
-    ratio[(ne == 0) | (nr == 0)] = np.nan  # no samples in the range: no output
+        ratio = errors.sums(n) / requests.sums(n)
+    if errors.gaps or requests.gaps:  # a range without any sample gives no output
+        empty = (errors._diff(errors.ccount, n) == 0) | (requests._diff(requests.ccount, n) == 0)
+        ratio[empty] = np.nan
     return ratio
 
 
@@ -142,6 +161,7 @@ def evaluate(slo: SLO, data: SliData, tiers: Sequence[AlertTier] | None = None) 
     tiers = tuple(tiers if tiers is not None else slo.tiers)
     base = format_duration(slo.base_window)
     ratios: dict[str, Array] = {}
+    cum_errors, cum_requests = _Cumulative(data.errors), _Cumulative(data.requests)
     for name in windows(slo):
         if name == period_name(slo) and slo.calendar:
             ratios[name] = _calendar_ratio(data, slo.calendar)
@@ -150,7 +170,7 @@ def evaluate(slo: SLO, data: SliData, tiers: Sequence[AlertTier] | None = None) 
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratios[name] = data.errors / data.requests
             continue
-        ratio = _ratio(data.errors, data.requests, samples_in(parse_duration(name), step))
+        ratio = _ratio(cum_errors, cum_requests, samples_in(parse_duration(name), step))
         ratios[name] = ratio
     budget = slo.budget
     burn = {name: ratio / budget for name, ratio in ratios.items()}
@@ -164,7 +184,7 @@ def evaluate(slo: SLO, data: SliData, tiers: Sequence[AlertTier] | None = None) 
         with np.errstate(invalid="ignore"):
             cond = (burn[long_w] > factor) & (burn[short_w] > factor)
             if slo.min_events:
-                r, nr = window_sums(data.requests, samples_in(tier.short_window, step))
+                r, nr = cum_requests.window(samples_in(tier.short_window, step))
                 avg = np.where(nr > 0, r / np.where(nr > 0, nr, 1), np.nan)
                 cond &= avg * tier.short_window >= slo.min_events
         firing[tier.name] = cond

@@ -112,7 +112,7 @@ def test_evaluator_equals_prometheus_evaluating_the_generated_rules(lab, name):
     def index(t: float) -> int:
         # Backfill evaluates the derived rules in a later stage, at other seconds of the
         # minute than the base rates; a derived recording reads the base rates up to its time.
-        return int(np.searchsorted(ev.timestamps, t, side="right")) - 1
+        return int(np.searchsorted(ev.timestamps, t + 1e-3, side="right")) - 1  # ms stamps
 
     compared = 0
     for w in windows(slo):
