@@ -6,7 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpuslo import __version__, agent_cmd, demo_cmd, remediate_cmd, slo_cmd, twin_cmd
+from gpuslo import (
+    __version__,
+    agent_cmd,
+    backtest_cmd,
+    demo_cmd,
+    remediate_cmd,
+    slo_cmd,
+    twin_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     agent_cmd.add_parser(sub)
     slo_cmd.add_parser(sub)
+    backtest_cmd.add_parser(sub)
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)

@@ -227,6 +227,19 @@ class Prometheus(_Server):
                 block.rename(self.data / block.name)
             self.restart()
 
+    def block_span(self) -> tuple[float, float] | None:
+        """First and last sample time (Unix seconds) over the TSDB's persisted blocks, from
+        ``promtool tsdb list``; None when there are none."""
+        out = _run([binary("promtool"), "tsdb", "list", str(self.data)], timeout=120)
+        spans = []
+        for line in out.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+                spans.append((int(fields[1]) / 1000, (int(fields[2]) - 1) / 1000))
+        if not spans:
+            return None
+        return min(a for a, _ in spans), max(b for _, b in spans)
+
     # ------------------------------------------------------------------ queries
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"

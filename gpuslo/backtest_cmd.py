@@ -1,0 +1,357 @@
+"""``gpuslo backtest``: what would these SLO alerts have done over this history?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gpuslo.agent_cmd import UsageError
+
+DESCRIPTION = """\
+Replay history through the alert policy of each SLO: every alert episode with its start, end
+and the share of the budget spent when it fired; with --incidents (the digital twin writes
+incidents.json) precision, recall, mean detection and reset time per tier; with --compare,
+alternative policies side by side on the same data. The numbers are exactly what the
+generated Prometheus rules would have recorded and fired (slo_engine/evaluator.py).
+"""
+
+EPILOG = """\
+history (one of):
+  --prometheus URL        range queries of each SLO's own SLI expressions
+  --data FILE...          OpenMetrics (.om, .txt: loaded into a throwaway local Prometheus)
+                          or base rates as CSV/Parquet (timestamp, slo, errors, requests)
+
+times: Unix seconds, ISO 8601 (2026-11-01T00:00:00Z), "now" or "now-30d".
+
+--compare NAME:key=value[,key=value...], keys:
+  objective=99.95         another target (percent)
+  min_events=100          another minimum-events guard (0 turns it off)
+  windows=FILE            another tiers file (windows, budget fractions)
+  tiers=page-fast+page-slow   only these tiers
+  factor=0.5              scale every tier's budget fraction (its burn-rate threshold)
+
+examples:
+  gpuslo backtest slos/chat.yaml --prometheus http://prometheus:9090 --from now-30d --to now
+  gpuslo twin run scenario.yaml -o out/ && gpuslo backtest slos.yaml --data out/history.om \\
+      --incidents out/incidents.json --step 15s --compare 'strict:objective=99.95' -o report/
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "backtest",
+        help="replay history through SLO alert policies; score them against incidents",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="SLO spec files")
+    p.add_argument("--from", dest="start", metavar="TIME", help="default: the data's start")
+    p.add_argument("--to", dest="end", metavar="TIME", help="default: the data's end / now")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL")
+    source.add_argument("--data", nargs="+", type=Path, metavar="FILE")
+    p.add_argument(
+        "--step",
+        default="1m",
+        metavar="DURATION",
+        help="rule evaluation interval to replay at (default: %(default)s)",
+    )
+    p.add_argument("--incidents", type=Path, metavar="FILE", help="ground truth (incidents.json)")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME:k=v,...",
+        help="an alternative policy to evaluate alongside (repeatable; see below)",
+    )
+    p.add_argument(
+        "--slo", action="append", default=[], metavar="NAME", help="only these SLOs (repeatable)"
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="DIR", help="write report.html and report.json here"
+    )
+    p.set_defaults(func=run)
+
+
+def parse_time(text: str, now: float) -> float:
+    """Unix seconds, ISO 8601, ``now`` or ``now-DURATION``."""
+    from slo_engine.durations import parse_duration
+
+    text = text.strip()
+    m = re.fullmatch(r"now(?:\s*-\s*(\S+))?", text)
+    if m:
+        return now - (parse_duration(m.group(1)) if m.group(1) else 0.0)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (Unix seconds, ISO 8601, now, now-30d)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.tty = max(1, total), 0, sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.tty and (now - self.last > 0.2 or self.done >= self.total):
+            self.last = now
+            share = min(1.0, self.done / self.total)
+            bar = "#" * int(share * 30)
+            sys.stderr.write(f"\r  fetching history [{bar:<30}] {share:4.0%}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from slo_engine import load_specs, load_tiers
+    from slo_engine.backtest import BacktestError, load_incidents, parse_policy, to_json
+    from slo_engine.backtest import run as backtest
+    from slo_engine.durations import parse_duration
+    from slo_engine.errors import SpecError
+    from slo_engine.history import HistoryError
+
+    try:
+        step = parse_duration(args.step)
+    except ValueError as err:
+        raise UsageError(f"--step: {err}") from None
+    slos, _ = load_specs(args.specs)
+    if args.slo:
+        unknown = set(args.slo) - {s.name for s in slos}
+        if unknown:
+            raise UsageError(f"--slo: no SLO named {', '.join(sorted(unknown))} in the specs")
+        slos = [s for s in slos if s.name in args.slo]
+    now = time.time()
+    try:
+        start = parse_time(args.start, now) if args.start else None
+        end = parse_time(args.end, now) if args.end else None
+    except ValueError as err:
+        raise UsageError(f"--from/--to: {err}") from None
+    if start is not None and end is not None and end <= start:
+        raise UsageError("--to must be after --from")
+    try:
+        policies = [parse_policy(text, load_tiers) for text in args.compare]
+        incidents = load_incidents(args.incidents) if args.incidents else []
+        results = []
+        for slo, data, lo, hi in _histories(args, slos, start, end, step, now):
+            results += backtest(slo, data, lo, hi, incidents, policies)
+    except (BacktestError, HistoryError) as err:
+        raise UsageError(str(err)) from None
+    except SpecError as err:  # a --compare windows file
+        raise UsageError(str(err.problems[0])) from None
+    _print_table(results, bool(incidents))
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        report = to_json(results, incidents)
+        (args.output / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        _write_html(args.output, results, incidents)
+        print(f"report: {args.output / 'report.html'} and report.json", file=sys.stderr)
+    return 0
+
+
+def _histories(
+    args: argparse.Namespace,
+    slos: list[Any],
+    start: float | None,
+    end: float | None,
+    step: float,
+    now: float,
+) -> Any:
+    """(slo, base rates, from, to) per SLO. The data starts one SLO period before ``from`` so
+    every window is full when the backtest starts."""
+    from slo_engine.history import HistoryError, sli_from_prometheus, sli_from_table
+
+    if args.data:
+        tables = [p for p in args.data if p.suffix in (".csv", ".parquet")]
+        metrics = [p for p in args.data if p not in tables]
+        for p in args.data:
+            if not p.is_file():
+                raise HistoryError(f"{p}: no such file")
+        if tables and metrics:
+            raise HistoryError("--data: give OpenMetrics files or base-rate tables, not both")
+        if tables:
+            found = sli_from_table(tables, step)
+            for slo in slos:
+                if slo.name not in found:
+                    raise HistoryError(f"--data: no rows for SLO {slo.name}")
+                data = found[slo.name]
+                ts = data.timestamps
+                yield slo, data, start or float(ts[0]), end or float(ts[-1])
+            return
+        yield from _from_openmetrics(metrics, slos, start, end, step)
+        return
+    hi = end if end is not None else now
+    for slo in slos:
+        lo = start if start is not None else hi - slo.period
+        progress = _Progress(2 * math.ceil((hi - lo + slo.period) / step))
+        data = sli_from_prometheus(args.prometheus, slo, lo - slo.period, hi, step, progress)
+        progress.close()
+        yield slo, data, lo, hi
+
+
+def _from_openmetrics(
+    paths: list[Path], slos: list[Any], start: float | None, end: float | None, step: float
+) -> Any:
+    import tempfile
+
+    from gpuslo.promlab import LabError, Prometheus
+    from slo_engine.history import HistoryError, sli_from_prometheus
+
+    with tempfile.TemporaryDirectory(prefix="gpuslo-backtest-") as tmp:
+        try:
+            with Prometheus(Path(tmp) / "prom") as prom:
+                for path in paths:
+                    prom.backfill_openmetrics(path)
+                prom.restart()
+                span = prom.block_span()
+                if span is None:
+                    raise HistoryError("--data: no samples in the files")
+                first, last = span
+                for slo in slos:
+                    lo = start if start is not None else first
+                    hi = end if end is not None else last
+                    aligned = lo - math.floor(slo.period / step) * step
+                    data = sli_from_prometheus(prom.url, slo, max(first, aligned), hi, step)
+                    yield slo, data, lo, hi
+        except LabError as err:
+            raise HistoryError(f"--data: {err}") from None
+
+
+def _fmt(seconds: float) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.0%}"
+
+
+def _print_table(results: list[Any], scored: bool) -> None:
+    header = f"{'SLO':<24} {'policy':<14} {'tier':<12} {'episodes':>8}"
+    if scored:
+        header += f" {'precision':>9} {'recall':>6} {'detect':>7} {'reset':>7}"
+    print(header)
+    for r in results:
+        for s in r.scores:
+            line = f"{r.slo.name:<24} {r.policy:<14} {s.tier:<12} {s.episodes:>8}"
+            if scored:
+                line += (
+                    f" {_pct(s.precision):>9} {_pct(s.recall):>6}"
+                    f" {_fmt(s.mean_detection):>7} {_fmt(s.mean_reset):>7}"
+                )
+            print(line)
+
+
+def _write_html(out: Path, results: list[Any], incidents: list[Any]) -> None:
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from slo_engine.durations import format_duration
+
+    parts = [
+        "<html><head><meta charset='utf-8'><title>gpuslo backtest</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th{background:#eee}</style></head><body><h1>gpuslo backtest</h1>",
+    ]
+    for n, r in enumerate(results):
+        ev = r.evaluation
+        if r.policy == "as-specified":
+            parts.append(f"<h2>{html.escape(r.slo.name)} ({html.escape(r.slo.service)})</h2>")
+            mask = (ev.timestamps >= r.start) & (ev.timestamps <= r.end)
+            when = [datetime.fromtimestamp(t, UTC) for t in ev.timestamps[mask]]
+            fig, (a, b) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+            a.plot(when, ev.budget_remaining[mask], color="tab:blue")
+            a.axhline(0, color="black", lw=0.5)
+            a.set_ylabel("budget remaining")
+            for tier in r.tiers:
+                w = format_duration(tier.long_window)
+                line = b.plot(when, ev.burn_rate[w][mask], lw=0.8, label=f"burn {w}")
+                b.axhline(tier.factor(r.slo.period), ls="--", lw=0.6, color=line[0].get_color())
+            b.set_yscale("symlog")
+            b.set_ylabel("burn rate")
+            b.legend(fontsize=7, loc="upper left")
+            for e in ev.episodes:
+                color = "tab:red" if e.severity == "page" else "tab:orange"
+                for ax in (a, b):
+                    ax.axvspan(
+                        datetime.fromtimestamp(e.start, UTC),
+                        datetime.fromtimestamp(e.end, UTC),
+                        color=color,
+                        alpha=0.15,
+                    )
+            for i in incidents:
+                if i.applies_to(r.slo):
+                    a.axvspan(
+                        datetime.fromtimestamp(i.start, UTC),
+                        datetime.fromtimestamp(i.end, UTC),
+                        color="grey",
+                        alpha=0.2,
+                    )
+            fig.tight_layout()
+            name = f"slo-{n}.png"
+            fig.savefig(out / name, dpi=90)
+            plt.close(fig)
+            parts.append(
+                f"<p><img src='{name}' alt='budget and burn rates of "
+                f"{html.escape(r.slo.name)}'></p><p>Red: pages, orange: tickets, "
+                "grey: incidents.</p>"
+            )
+        parts.append(
+            f"<h3>policy: {html.escape(r.policy)} (objective "
+            f"{r.slo.objective * 100:g}%, min events {r.slo.min_events})</h3>"
+        )
+        parts.append(
+            "<table><tr><th>tier</th><th>episodes</th><th>precision</th>"
+            "<th>recall</th><th>mean detection</th><th>mean reset</th></tr>"
+        )
+        for s in r.scores:
+            parts.append(
+                f"<tr><td>{s.tier}</td><td>{s.episodes}</td><td>{_pct(s.precision)}</td>"
+                f"<td>{_pct(s.recall)}</td><td>{_fmt(s.mean_detection)}</td>"
+                f"<td>{_fmt(s.mean_reset)}</td></tr>"
+            )
+        parts.append(
+            "</table><table><tr><th>tier</th><th>start (UTC)</th><th>duration</th>"
+            "<th>budget spent when fired</th><th>peak burn</th></tr>"
+        )
+        for e in ev.episodes:
+            spent = "-" if np.isnan(e.budget_consumed) else f"{e.budget_consumed:.1%}"
+            parts.append(
+                f"<tr><td>{e.tier}</td><td>{datetime.fromtimestamp(e.start, UTC):%Y-%m-%d %H:%M}"
+                f"</td><td>{_fmt(e.duration)}</td><td>{spent}</td><td>{e.peak_burn:.1f}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("</body></html>")
+    (out / "report.html").write_text("\n".join(parts))
