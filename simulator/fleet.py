@@ -86,6 +86,7 @@ class Gpu:
     lost: bool = False
     faults: set[str] = field(default_factory=set)
     slices: list[MigSlice] = field(default_factory=list)
+    crc_errors: float = 0.0  # NVLink CRC flit errors so far
 
 
 @dataclass
@@ -185,6 +186,8 @@ class Fleet:
             for f in scenario.faults
         ]
         self._started: set[int] = set()
+        self.last_dt = 0.0
+        self.ib_recoveries: dict[str, float] = {}  # per node/port, for the fabric exporters
 
     # ------------------------------------------------------------------ control (pool API)
     def set_replicas(self, pool: str, replicas: int) -> None:
@@ -321,6 +324,7 @@ class Fleet:
     # ------------------------------------------------------------------ the step
     def step(self, dt: float) -> None:
         self.t += dt
+        self.last_dt = dt
         self._apply_faults()
         # Demand per pool and tenant (requests/s), after the fallback share.
         demand: dict[str, dict[str, tuple[float, int, int]]] = {p: {} for p in self.pools}

@@ -13,11 +13,15 @@ from gpuslo import conventions as c
 from slo_engine.durations import parse_duration as _seconds
 
 from .fleet import Fleet, Histogram, TenantTotals
-from .scenario import Scenario
+from .scenario import Scenario, node_names_of
 
 TWIN_REPLICAS = "gpuslo_twin_pool_replicas"
 TWIN_READY = "gpuslo_twin_pool_ready_replicas"
 TWIN_FALLBACK_SHARE = "gpuslo_twin_fallback_share_percent"
+# Which model each replica pod serves: in a real fleet the agent's request series carry both
+# labels; the twin aggregates requests per pool, so it states the mapping in one series.
+TWIN_REPLICA_INFO = "gpuslo_twin_replica_info"
+CRC_ERRORS_PER_S = 40.0  # NVLink CRC flit errors a second on a link in a CRC storm
 
 
 def _labels(pairs: dict[str, str]) -> str:
@@ -30,7 +34,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.families: dict[str, dict[str, array[float]]] = {}
+        self.steps: dict[str, array[int]] = {}  # the step index of every sample, per series
         self.types: dict[str, str] = {}
+        self.step = 0  # set by the caller before each step's samples
 
     def add(self, family: str, name: str, labels: dict[str, str], value: float) -> None:
         series = self.families.setdefault(family, {})
@@ -38,7 +44,9 @@ class Recorder:
         values = series.get(key)
         if values is None:
             values = series[key] = array("d")
+            self.steps[key] = array("l")
         values.append(value)
+        self.steps[key].append(self.step)
 
     def write(self, out: TextIO, timestamps: list[float]) -> int:
         written = 0
@@ -46,11 +54,13 @@ class Recorder:
             if family in self.types:
                 out.write(f"# TYPE {family} {self.types[family]}\n")
             for key, values in series.items():
-                # Series that appear later (an XID counter) start at their first sample.
-                offset = len(timestamps) - len(values)
-                ts = timestamps[offset:]
+                # Series may appear late (an XID counter) or come and go (a pod's replica).
+                steps = self.steps[key]
                 out.write(
-                    "".join(f"{key} {v:.6g} {t:.0f}\n" for v, t in zip(values, ts, strict=True))
+                    "".join(
+                        f"{key} {v:.6g} {timestamps[i]:.0f}\n"
+                        for v, i in zip(values, steps, strict=True)
+                    )
                 )
                 written += len(values)
         out.write("# EOF\n")
@@ -92,10 +102,49 @@ def histogram_series(rec: Recorder, name: str, base: dict[str, str], hist: Histo
     rec.add(name + "_sum", name + "_sum", base, hist.sum)
 
 
+def pod_name(pool: str, replica: int) -> str:
+    return f"{pool}-{replica}"
+
+
 def gpu_series(rec: Recorder, fleet: Fleet) -> None:
     for gpu in fleet.gpus:
         ident = {c.LABEL_GPU: str(gpu.index), c.LABEL_UUID: gpu.uuid, c.LABEL_HOSTNAME: gpu.node}
         rec.add(c.GPU_UP.name, c.GPU_UP.name, ident, 0.0 if gpu.lost else 1.0)
+        holders = sorted(
+            {
+                (pool, replica)
+                for pool, replica in [(gpu.pool, gpu.replica)]
+                + [(s.pool, s.replica) for s in gpu.slices]
+                if pool is not None and replica is not None
+            }
+        )
+        for pool, replica in holders:
+            state = fleet.pools[pool]
+            rec.add(
+                c.GPU_POD_INFO.name,
+                c.GPU_POD_INFO.name,
+                {
+                    **ident,
+                    c.LABEL_NAMESPACE: state.spec.namespace,
+                    c.LABEL_POD: pod_name(pool, replica),
+                },
+                1.0,
+            )
+        if "noisy_neighbour" in gpu.faults:  # a process of no serving pod shares the GPU
+            rec.add(
+                c.GPU_PROCESS_INFO.name,
+                c.GPU_PROCESS_INFO.name,
+                {**ident, c.LABEL_PID: "31337", c.LABEL_NAMESPACE: "batch", c.LABEL_POD: "etl-job"},
+                1.0,
+            )
+        if "nvlink_crc" in gpu.faults:
+            gpu.crc_errors += CRC_ERRORS_PER_S * fleet.last_dt
+        rec.add(
+            c.GPU_NVLINK_CRC_FLIT_ERRORS.name.removesuffix("_total"),
+            c.GPU_NVLINK_CRC_FLIT_ERRORS.name,
+            {**ident, c.LABEL_LINK: "0"},
+            gpu.crc_errors,
+        )
         if gpu.lost:
             continue  # a lost GPU reports nothing but gpuslo_gpu_up
         rec.add(c.DCGM_GPU_UTIL.name, c.DCGM_GPU_UTIL.name, ident, round(gpu.util * 100))
@@ -123,6 +172,38 @@ def gpu_series(rec: Recorder, fleet: Fleet) -> None:
             )
 
 
+def fabric_series(rec: Recorder, fleet: Fleet) -> None:
+    """Each node's InfiniBand ports (node_exporter's names, plus ``Hostname`` so a port can
+    be placed): state 4 (active) or 1 (down) while its node's link flaps, and the link error
+    recoveries that come with it."""
+    flapping = {
+        inc.node
+        for inc in fleet.incidents
+        if inc.kind == "ib_flap" and inc.start <= fleet.t < inc.end
+    }
+    for group in fleet.scenario.nodes:
+        for node in node_names_of(group):
+            for port in range(group.ib_ports):
+                labels = {
+                    c.LABEL_IB_DEVICE: f"mlx5_{port}",
+                    c.LABEL_IB_PORT: "1",
+                    c.LABEL_HOSTNAME: node,
+                }
+                key = f"{node}/{port}"
+                recoveries = fleet.ib_recoveries.get(key, 0.0)
+                down = node in flapping and int(fleet.t // 30) % 2 == 0  # down half the time
+                if node in flapping:
+                    recoveries += 1.0
+                fleet.ib_recoveries[key] = recoveries
+                rec.add(c.IB_STATE_ID.name, c.IB_STATE_ID.name, labels, 1.0 if down else 4.0)
+                rec.add(
+                    c.IB_PREFIX + "link_error_recovery",
+                    c.IB_PREFIX + "link_error_recovery_total",
+                    labels,
+                    recoveries,
+                )
+
+
 def run_offline(
     scenario: Scenario,
     out_dir: Path,
@@ -140,12 +221,26 @@ def run_offline(
     rec.types.update({"gen_ai_server_requests": "counter", "gen_ai_server_token_usage": "counter"})
     timestamps: list[float] = []
     for n in range(steps):
+        rec.step = n
         fleet.step(dt)
         timestamps.append(start + fleet.t)
         for (pool, tenant), tot in fleet.totals.items():
             request_series(rec, pool, tenant, tot)
         gpu_series(rec, fleet)
+        fabric_series(rec, fleet)
         for name, state in fleet.pools.items():
+            for i in range(len(state.replicas)):
+                rec.add(
+                    TWIN_REPLICA_INFO,
+                    TWIN_REPLICA_INFO,
+                    {
+                        c.LABEL_NAMESPACE: state.spec.namespace,
+                        c.LABEL_POD: pod_name(name, i),
+                        c.LABEL_MODEL: state.spec.model,
+                        "pool": name,
+                    },
+                    1.0,
+                )
             labels = {"pool": name, c.LABEL_NAMESPACE: state.spec.namespace}
             rec.add(TWIN_REPLICAS, TWIN_REPLICAS, labels, len(state.replicas))
             rec.add(
