@@ -355,3 +355,69 @@ def _write_html(out: Path, results: list[Any], incidents: list[Any]) -> None:
         parts.append("</table>")
     parts.append("</body></html>")
     (out / "report.html").write_text("\n".join(parts))
+
+
+EXPLAIN_EPILOG = """\
+examples:
+  gpuslo explain slos/chat.yaml --slo chat-ttft --at 2026-11-20T14:05:00Z \\
+      --prometheus http://prometheus:9090
+  gpuslo explain slos.yaml --slo chat-ttft --at now-10m --prometheus http://127.0.0.1:9090 --json
+
+The SLO must select one model (selector: {model: ...}): its blast radius is the pods serving
+that model (series with model and pod labels), their GPUs (gpuslo_gpu_pod_info) and nodes.
+"""
+
+
+def add_explain_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="rank the probable causes of an SLO burning at a given time",
+        description="For the burn episode of an SLO at a time: find when the symptom began, "
+        "gather GPU, fabric, replica and traffic signals in the SLO's blast radius, and rank "
+        "what changed before it by timing, effect size and significance.",
+        epilog=EXPLAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="SLO spec files")
+    p.add_argument("--slo", required=True, metavar="NAME", help="the burning SLO")
+    p.add_argument("--at", required=True, metavar="TIME", help="a time in the burn episode")
+    p.add_argument("--prometheus", required=True, metavar="URL")
+    p.add_argument("--step", default="1m", metavar="DURATION", help="default: %(default)s")
+    p.add_argument("--top", type=int, default=5, metavar="N", help="causes to show (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=explain_run)
+
+
+def explain_run(args: argparse.Namespace) -> int:
+    from slo_engine import load_specs
+    from slo_engine.correlate import explain
+    from slo_engine.durations import parse_duration
+    from slo_engine.history import HistoryError
+
+    try:
+        step = parse_duration(args.step)
+        at = parse_time(args.at, time.time())
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    slos, _ = load_specs(args.specs)
+    slo = next((s for s in slos if s.name == args.slo), None)
+    if slo is None:
+        raise UsageError(f"--slo: no SLO named {args.slo} in the specs")
+    try:
+        result = explain(args.prometheus, slo, at, step)
+    except HistoryError as err:
+        raise UsageError(str(err)) from None
+    if args.json:
+        print(json.dumps(result.as_dict(args.top), indent=1))
+        return 0
+    when = datetime.fromtimestamp(result.onset, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    print(
+        f"{slo.name}: symptom began {when} UTC; {result.candidates} signals over "
+        f"{len(result.radius.pods)} pods, {len(result.radius.uuids)} GPUs, "
+        f"{len(result.radius.nodes)} nodes"
+    )
+    if not result.causes:
+        print("  no signal in the blast radius changed with the symptom")
+    for n, cause in enumerate(result.causes[: args.top], 1):
+        print(f"  {n}. [{cause.score:.2f}] {cause.sentence(result.onset)}")
+    return 0

@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cmd.add_parser(sub)
     slo_cmd.add_parser(sub)
     backtest_cmd.add_parser(sub)
+    backtest_cmd.add_explain_parser(sub)
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)

@@ -168,6 +168,7 @@ class Candidate:
     signal: Signal
     labels: dict[str, str]
     values: Array
+    expr: str = ""  # the PromQL it came from, for the evidence
 
     @property
     def entity(self) -> tuple[tuple[str, str], ...]:
@@ -356,6 +357,7 @@ def rank(candidates: Sequence[Candidate], times: Array, onset: float) -> list[Ca
                         effect,
                         p,
                         score,
+                        cand.expr,
                     ),
                 )
             )
@@ -458,7 +460,7 @@ def candidates_from_prometheus(
                 k = round((float(t) - start) / step)
                 if 0 <= k < n:
                     values[k] = float(v)
-            out.append(Candidate(signal, dict(series["metric"]), values))
+            out.append(Candidate(signal, dict(series["metric"]), values, expr))
     # Where the history starts: the first sample of any always-present signal (GPU up, port
     # state, ready replicas). Before it, nothing is known; after it, a counter or info series
     # without a sample means "none" (no XID yet, no foreign process).
