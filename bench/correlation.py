@@ -41,8 +41,13 @@ from slo_engine.durations import format_duration, parse_duration  # noqa: E402
 from slo_engine.evaluator import evaluate  # noqa: E402
 from slo_engine.history import sli_from_prometheus  # noqa: E402
 
-SCENARIOS = ("thermal-throttling", "gpu-lost", "fabric-degradation", "noisy-neighbour",
-             "traffic-spike")
+SCENARIOS = (
+    "thermal-throttling",
+    "gpu-lost",
+    "fabric-degradation",
+    "noisy-neighbour",
+    "traffic-spike",
+)
 EXPECTED = {  # incident kind -> the cause kind that names it
     "thermal_throttle": "thermal_throttle",
     "xid79": "gpu_lost",
@@ -92,7 +97,9 @@ def variant(base: Scenario, seed: int) -> Scenario:
             pool = next((g.pool for g in gpus if g.pool), None) or next(
                 (s.pool for g in gpus for s in g.slices if s.pool), None
             )
-            same = [g for g in fleet.gpus if g.pool == pool or any(s.pool == pool for s in g.slices)]
+            same = [
+                g for g in fleet.gpus if g.pool == pool or any(s.pool == pool for s in g.slices)
+            ]
             if same and fault.kind != "ib_flap":
                 pick = rng.choice(same)
                 update |= {"node": pick.node, "gpu": pick.index}
@@ -146,8 +153,8 @@ def matches(cause, incident: dict) -> bool:
         return entity.get("tenant") == incident.get("tenant")
     if entity.get("Hostname") != incident.get("node"):
         return False
-    return "gpu" not in entity or incident.get("gpu") is None or entity["gpu"] == str(
-        incident["gpu"]
+    return (
+        "gpu" not in entity or incident.get("gpu") is None or entity["gpu"] == str(incident["gpu"])
     )
 
 
@@ -217,7 +224,6 @@ def main() -> int:
                         ev = evaluate(slo, data)
                         pages = [e for e in ev.episodes if e.tier == "page-fast"]
                         for episode in pages:
-                            truth = truth_for(incidents, episode.start - 1800, episode.start)
                             exp = explain(prom.url, slo, episode.start, STEP)
                             truth = truth_for(incidents, exp.onset, exp.detected)
                             tally = per_scenario[name]
@@ -235,9 +241,14 @@ def main() -> int:
                                 verdict = "top1" if first else "top3" if top3 else "miss"
                             if args.verbose:
                                 top = [(c.kind, dict(c.entity)) for c in exp.causes[:3]]
-                                print(f"{name} seed {seed} {slo.name}: {verdict}; truth "
-                                      f"{truth and (truth['kind'], truth.get('node'), truth.get('gpu'), truth.get('tenant'))}; "
-                                      f"top {top}", file=sys.stderr)
+                                where = truth and {
+                                    k: truth.get(k) for k in ("kind", "node", "gpu", "tenant")
+                                }
+                                print(
+                                    f"{name} seed {seed} {slo.name}: {verdict}; truth {where}; "
+                                    f"top {top}",
+                                    file=sys.stderr,
+                                )
         total = time.perf_counter() - started
     for tally in per_scenario.values():
         results.update(tally)
