@@ -76,6 +76,12 @@ def add_parser(sub: Any) -> None:
         "--slo", action="append", default=[], metavar="NAME", help="only these SLOs (repeatable)"
     )
     p.add_argument(
+        "--explain",
+        action="store_true",
+        help="rank the probable causes of every page episode (gpuslo explain) into the report; "
+        "needs --prometheus or OpenMetrics --data",
+    )
+    p.add_argument(
         "-o", "--output", type=Path, metavar="DIR", help="write report.html and report.json here"
     )
     p.set_defaults(func=run)
@@ -154,8 +160,13 @@ def run(args: argparse.Namespace) -> int:
         policies = [parse_policy(text, load_tiers) for text in args.compare]
         incidents = load_incidents(args.incidents) if args.incidents else []
         results = []
-        for slo, data, lo, hi in _histories(args, slos, start, end, step, now):
-            results += backtest(slo, data, lo, hi, incidents, policies)
+        for slo, data, lo, hi, url in _histories(args, slos, start, end, step, now):
+            found = backtest(slo, data, lo, hi, incidents, policies)
+            if args.explain:
+                if url is None:
+                    raise BacktestError("--explain needs --prometheus or OpenMetrics --data")
+                _explain_pages(found[0], url, step)
+            results += found
     except (BacktestError, HistoryError) as err:
         raise UsageError(str(err)) from None
     except SpecError as err:  # a --compare windows file
@@ -197,7 +208,7 @@ def _histories(
                     raise HistoryError(f"--data: no rows for SLO {slo.name}")
                 data = found[slo.name]
                 ts = data.timestamps
-                yield slo, data, start or float(ts[0]), end or float(ts[-1])
+                yield slo, data, start or float(ts[0]), end or float(ts[-1]), None
             return
         yield from _from_openmetrics(metrics, slos, start, end, step)
         return
@@ -207,7 +218,7 @@ def _histories(
         progress = _Progress(2 * math.ceil((hi - lo + slo.period) / step))
         data = sli_from_prometheus(args.prometheus, slo, lo - slo.period, hi, step, progress)
         progress.close()
-        yield slo, data, lo, hi
+        yield slo, data, lo, hi, args.prometheus
 
 
 def _from_openmetrics(
@@ -233,9 +244,20 @@ def _from_openmetrics(
                     hi = end if end is not None else last
                     aligned = lo - math.floor(slo.period / step) * step
                     data = sli_from_prometheus(prom.url, slo, max(first, aligned), hi, step)
-                    yield slo, data, lo, hi
+                    yield slo, data, lo, hi, prom.url
         except LabError as err:
             raise HistoryError(f"--data: {err}") from None
+
+
+def _explain_pages(result: Any, url: str, step: float) -> None:
+    """The ranked causes of each page episode, into the result (for the report)."""
+    from slo_engine.correlate import explain
+
+    for episode in result.evaluation.episodes:
+        if episode.severity != "page":
+            continue
+        found = explain(url, result.slo, episode.start, step)
+        result.causes[episode.start] = [c.as_dict(found.onset) for c in found.causes[:3]]
 
 
 def _fmt(seconds: float) -> str:
@@ -344,13 +366,16 @@ def _write_html(out: Path, results: list[Any], incidents: list[Any]) -> None:
             )
         parts.append(
             "</table><table><tr><th>tier</th><th>start (UTC)</th><th>duration</th>"
-            "<th>budget spent when fired</th><th>peak burn</th></tr>"
+            "<th>budget spent when fired</th><th>peak burn</th><th>probable cause</th></tr>"
         )
         for e in ev.episodes:
             spent = "-" if np.isnan(e.budget_consumed) else f"{e.budget_consumed:.1%}"
+            causes = r.causes.get(e.start) or []
+            cause = html.escape(causes[0]["summary"]) if causes else ""
             parts.append(
                 f"<tr><td>{e.tier}</td><td>{datetime.fromtimestamp(e.start, UTC):%Y-%m-%d %H:%M}"
-                f"</td><td>{_fmt(e.duration)}</td><td>{spent}</td><td>{e.peak_burn:.1f}</td></tr>"
+                f"</td><td>{_fmt(e.duration)}</td><td>{spent}</td><td>{e.peak_burn:.1f}</td>"
+                f"<td style='text-align:left'>{cause}</td></tr>"
             )
         parts.append("</table>")
     parts.append("</body></html>")

@@ -119,7 +119,7 @@ def _actuator(args: argparse.Namespace) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from remediation.engine import DataCheck, Remediator
+    from remediation.engine import CauseCheck, DataCheck, Remediator
     from remediation.journal import Journal
     from remediation.policy import load_policy
     from remediation.server import Hook, Metrics, tls_context
@@ -152,6 +152,9 @@ def serve(args: argparse.Namespace) -> int:
         journal,
         _actuator(args),
         data_check=DataCheck(settings.prometheus) if settings.prometheus else None,
+        cause_check=CauseCheck.from_settings(settings, args.policy)
+        if settings.prometheus and settings.slo_specs
+        else None,
         dry_run=True if args.dry_run else None,
         on_outcome=metrics.outcome,
     )

@@ -80,6 +80,41 @@ class DataCheck:
         return "the alert's series is no longer in its expression's result"
 
 
+class CauseCheck:
+    """The most probable cause of the burn an alert reports, from ``gpuslo explain``'s
+    correlation against Prometheus. The alert's ``slo`` label names the SLO."""
+
+    def __init__(self, url: str, slos: dict[str, Any], step: float = 60.0) -> None:
+        self.url, self.slos, self.step = url, slos, step
+
+    @classmethod
+    def from_settings(cls, settings: Any, policy_path: str | os.PathLike[str]) -> CauseCheck:
+        from pathlib import Path
+
+        from slo_engine import load_specs
+
+        base = Path(policy_path).parent
+        slos, _ = load_specs([base / p for p in settings.slo_specs])
+        return cls(settings.prometheus, {s.name: s for s in slos}, seconds(settings.explain_step))
+
+    def __call__(self, alert: Alert) -> tuple[str | None, str]:
+        from slo_engine.correlate import explain
+        from slo_engine.history import HistoryError
+
+        name = alert.labels.get("slo", "")
+        slo = self.slos.get(name)
+        if slo is None:
+            return None, f"no SLO named {name!r} in settings.slo_specs"
+        try:
+            result = explain(self.url, slo, alert.startsAt.timestamp(), self.step)
+        except (HistoryError, OSError, ValueError) as err:
+            return None, f"cause analysis failed: {err}"
+        if not result.causes:
+            return None, "no signal in the SLO's blast radius changed with the burn"
+        top = result.causes[0]
+        return top.kind, top.sentence(result.onset)
+
+
 class Remediator:
     def __init__(
         self,
@@ -88,6 +123,7 @@ class Remediator:
         actuator: Actuator,
         clock: Callable[[], float] = time.time,
         data_check: Callable[[Alert], str | None] | None = None,
+        cause_check: Callable[[Alert], tuple[str | None, str]] | None = None,
         dry_run: bool | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
@@ -96,6 +132,7 @@ class Remediator:
         self.actuator = actuator
         self.clock = clock
         self.data_check = data_check
+        self.cause_check = cause_check
         self.dry_run = policy.settings.dry_run if dry_run is None else dry_run
         self.on_outcome = on_outcome or (lambda o: None)
         self._lock = threading.Lock()  # one decision at a time: guardrails read then write
@@ -189,9 +226,21 @@ class Remediator:
         glob = self.policy.settings.rate_limit
         if self.journal.count_acted(None, now - seconds(glob.per)) >= glob.max:
             return f"global rate limit: {glob.max} actions per {glob.per} reached"
-        # Last: the only check that goes over the network, skipped when a local one says no.
+        # Last: the checks that go over the network, skipped when a local one says no.
         if self.data_check is not None:
-            return self.data_check(alert)
+            reason = self.data_check(alert)
+            if reason is not None:
+                return reason
+        if policy.when_cause or policy.unless_cause:
+            if self.cause_check is None:
+                return "the policy depends on the cause, and the hook has no cause check"
+            kind, summary = self.cause_check(alert)
+            if policy.when_cause and kind not in policy.when_cause:
+                wanted = ", ".join(policy.when_cause)
+                return f"probable cause is {kind or 'unknown'} ({summary}); acts on {wanted}"
+            if policy.unless_cause and kind in policy.unless_cause:
+                return f"probable cause is {kind} ({summary}); stands aside for it"
+            log.info("%s: probable cause %s: %s", policy.name, kind, summary)
         return None
 
     def _plan(self, policy: Policy) -> tuple[str, dict[str, Any] | None]:

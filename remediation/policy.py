@@ -145,10 +145,40 @@ class Revert(_Strict):
     _after = field_validator("after")(_duration)
 
 
+CAUSE_KINDS = (
+    "gpu_lost",
+    "xid",
+    "thermal_throttle",
+    "nvlink_crc",
+    "noisy_neighbour",
+    "ib_flap",
+    "replica_loss",
+    "traffic_spike",
+)
+CauseKind = Literal[
+    "gpu_lost",
+    "xid",
+    "thermal_throttle",
+    "nvlink_crc",
+    "noisy_neighbour",
+    "ib_flap",
+    "replica_loss",
+    "traffic_spike",
+]
+
+
 class Policy(_Strict):
     name: str = Field(pattern=_NAME, max_length=63)
     match: dict[str, str] = Field(min_length=1)
     action: Action
+    when_cause: list[CauseKind] | None = Field(
+        default=None,
+        description="act only when the burn's most probable cause is one of these "
+        "(gpuslo explain; needs settings.prometheus and settings.slo_specs)",
+    )
+    unless_cause: list[CauseKind] | None = Field(
+        default=None, description="stand aside when the most probable cause is one of these"
+    )
     cooldown: str = "10m"
     rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(max=6, per="1h"))
     revert: Revert | None = None
@@ -170,6 +200,14 @@ class Settings(_Strict):
         "series (stale or missing data returns nothing)",
     )
     rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(max=30, per="1h"))
+    slo_specs: list[str] = Field(
+        default_factory=list,
+        description="SLO spec files (relative to this file) naming the alerts' slo label, for "
+        "policies with when_cause/unless_cause",
+    )
+    explain_step: str = Field(default="1m", description="resolution of the cause analysis")
+
+    _explain_step = field_validator("explain_step")(_duration)
 
 
 class PolicyFile(_Strict):
@@ -189,6 +227,12 @@ def load_policy(path: str | Path) -> PolicyFile:
             message = f"{p.name!r} is already policies[{seen[p.name]}]"
             problems.append(problem_at(path, node, ("policies", i, "name"), message))
         seen.setdefault(p.name, i)
+        if (p.when_cause or p.unless_cause) and not (
+            spec.settings.prometheus and spec.settings.slo_specs
+        ):
+            field = "when_cause" if p.when_cause else "unless_cause"
+            message = "needs settings.prometheus and settings.slo_specs to find the cause"
+            problems.append(problem_at(path, node, ("policies", i, field), message))
     if problems:
         raise SpecError(problems)
     return spec

@@ -205,6 +205,7 @@ class Result:
     scores: list[TierScore]
     start: float
     end: float
+    causes: dict[float, list[dict[str, Any]]] = field(default_factory=dict)  # by episode start
 
 
 def run(
@@ -265,6 +266,7 @@ def to_json(results: Sequence[Result], incidents: Sequence[Incident]) -> dict[st
                         "end": e.end,
                         "budget_consumed": num(e.budget_consumed),
                         "peak_burn": num(e.peak_burn),
+                        **({"causes": r.causes[e.start]} if e.start in r.causes else {}),
                     }
                     for e in r.evaluation.episodes
                 ],

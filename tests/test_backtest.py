@@ -66,6 +66,7 @@ def test_the_twins_traffic_spike_pages_once_and_alternatives_line_up(spike):
         "strict:objective=99.9",
         "--compare",
         "pages-only:tiers=page-fast,min_events=1000000",
+        "--explain",
         "-o",
         str(out),
         timeout=180,
@@ -81,6 +82,9 @@ def test_the_twins_traffic_spike_pages_once_and_alternatives_line_up(spike):
     # the spike (3x one tenant's traffic over capacity) pages within two minutes of starting
     assert incident.start <= pages[0]["start"] <= incident.start + 120
     assert pages[0]["end"] <= incident.end + 5 * 60
+    # --explain: the page names the tenant whose traffic tripled
+    cause = pages[0]["causes"][0]
+    assert (cause["kind"], cause["entity"]) == ("traffic_spike", {"tenant": "acme"})
     scores = {s["tier"]: s for s in spec["scores"]}
     assert scores["page-fast"]["recall"] == 1.0 and scores["page-fast"]["precision"] == 1.0
     # a guard no traffic can meet silences everything: the comparison can tell policies apart
@@ -89,6 +93,7 @@ def test_the_twins_traffic_spike_pages_once_and_alternatives_line_up(spike):
     assert by_policy["strict"]["objective"] == pytest.approx(0.999)
     html = (out / "report.html").read_text()
     assert "chat-ttft" in html and "<img src='slo-0.png'" in html
+    assert "traffic spike: requests/s by tenant on tenant=acme rose" in html
     assert (out / "slo-0.png").stat().st_size > 10_000
     # the table on stdout: one row per policy and tier
     assert sum(1 for line in proc.stdout.splitlines() if line.startswith("chat-ttft")) == 5

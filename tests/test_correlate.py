@@ -188,3 +188,84 @@ def test_explain_cli_prints_ranked_causes_as_json_and_refuses_bad_input(twin):
     )
     assert bad.returncode == 2 and "no SLO named nope" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+CAUSE_POLICY = """\
+apiVersion: gpuslo/v1
+kind: RemediationPolicy
+settings:
+  prometheus: {url}
+  slo_specs: [slos.yaml]
+  explain_step: 15s
+policies:
+  - name: scale-on-traffic
+    match: {{slo: llama-tpot}}
+    when_cause: [traffic_spike]
+    action:
+      scale_pool: {{pool: {{namespace: inference, name: llama-8b}}, step: 1, max: 8}}
+  - name: drain-hot-gpu
+    match: {{slo: llama-tpot}}
+    when_cause: [thermal_throttle, gpu_lost]
+    action:
+      notify_only: {{}}
+"""
+
+
+@pytest.mark.component
+def test_a_policy_acts_only_on_the_cause_it_names(twin, tmp_path):
+    from datetime import UTC, datetime
+
+    from remediation.actuators import LogActuator
+    from remediation.engine import CauseCheck, Remediator
+    from remediation.journal import Journal
+    from remediation.policy import load_policy
+    from remediation.webhook import parse_payload
+
+    prom, tmp, start = twin
+    policy_file = tmp / "policy.yaml"  # next to slos.yaml, which it names
+    policy_file.write_text(CAUSE_POLICY.format(url=prom.url))
+    spec = load_policy(policy_file)
+    starts = datetime.fromtimestamp(start + 1860, UTC).isoformat().replace("+00:00", "Z")
+    payload = parse_payload(
+        json.dumps(
+            {
+                "version": "4",
+                "groupKey": "g",
+                "status": "firing",
+                "receiver": "gpuslo",
+                "alerts": [
+                    {
+                        "status": "firing",
+                        "labels": {"alertname": "GpusloBudgetBurn", "slo": "llama-tpot"},
+                        "startsAt": starts,
+                        "fingerprint": "f1",
+                    }
+                ],
+            }
+        ).encode()
+    )
+    actuator = LogActuator(pools={"Deployment/inference/llama-8b": 4})
+    remediator = Remediator(
+        spec,
+        Journal(tmp_path / "journal.db"),
+        actuator,
+        clock=lambda: start + 1900,
+        cause_check=CauseCheck.from_settings(spec.settings, policy_file),
+    )
+    outcomes = {o.policy: o for o in remediator.handle(payload)}
+    assert outcomes["scale-on-traffic"].decision == "skipped"
+    assert "probable cause is thermal_throttle" in outcomes["scale-on-traffic"].reason
+    assert outcomes["drain-hot-gpu"].decision == "acted"
+    assert actuator.pools["Deployment/inference/llama-8b"] == 4  # nothing scaled
+
+
+def test_a_cause_condition_without_prometheus_is_a_policy_error(tmp_path):
+    from remediation.policy import load_policy
+    from slo_engine.errors import SpecError
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(CAUSE_POLICY.replace("  prometheus: {url}\n", "").format())
+    with pytest.raises(SpecError) as err:
+        load_policy(path)
+    assert "when_cause" in str(err.value.problems[0])
+    assert "needs settings.prometheus" in str(err.value.problems[0])
