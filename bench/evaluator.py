@@ -183,6 +183,9 @@ def main() -> int:
         k = args.prom_slos
         two = part_two(slos[:k], data[:k], args.prom_hours, tmp)
         print(f"part 2: {two}", file=sys.stderr)
+    from bench.correlation import ranking_speed
+
+    ranking = ranking_speed()
     n_windows = 8
     text = "\n".join(
         [
@@ -214,6 +217,9 @@ def main() -> int:
             "",
             f"Ratio per SLO and step: the evaluator is "
             f"{two['prom_per_step'] / two['ours_per_step']:,.0f} times faster.",
+            "",
+            f"One correlation (`slo_engine.correlate.rank`) over 10,000 candidate series of "
+            f"240 steps: **{ranking:.2f} s**.",
         ]
     )
     print(text)

@@ -77,9 +77,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--explain",
-        action="store_true",
-        help="rank the probable causes of every page episode (gpuslo explain) into the report; "
-        "needs --prometheus or OpenMetrics --data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rank the probable causes of every page episode (gpuslo explain) into the report "
+        "(default: on with --prometheus or OpenMetrics --data, which hold the signals)",
     )
     p.add_argument(
         "-o", "--output", type=Path, metavar="DIR", help="write report.html and report.json here"
@@ -162,9 +163,9 @@ def run(args: argparse.Namespace) -> int:
         results = []
         for slo, data, lo, hi, url in _histories(args, slos, start, end, step, now):
             found = backtest(slo, data, lo, hi, incidents, policies)
-            if args.explain:
-                if url is None:
-                    raise BacktestError("--explain needs --prometheus or OpenMetrics --data")
+            if args.explain and url is None:
+                raise BacktestError("--explain needs --prometheus or OpenMetrics --data")
+            if url is not None and args.explain is not False:
                 _explain_pages(found[0], url, step)
             results += found
     except (BacktestError, HistoryError) as err:
