@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -145,16 +145,6 @@ class Revert(_Strict):
     _after = field_validator("after")(_duration)
 
 
-CAUSE_KINDS = (
-    "gpu_lost",
-    "xid",
-    "thermal_throttle",
-    "nvlink_crc",
-    "noisy_neighbour",
-    "ib_flap",
-    "replica_loss",
-    "traffic_spike",
-)
 CauseKind = Literal[
     "gpu_lost",
     "xid",
@@ -164,7 +154,13 @@ CauseKind = Literal[
     "ib_flap",
     "replica_loss",
     "traffic_spike",
+    "ecc",
+    "pcie",
+    "memory_pressure",
+    "queueing",
+    "kv_cache",
 ]
+CAUSE_KINDS: tuple[str, ...] = get_args(CauseKind)  # what slo_engine.correlate names
 
 
 class Policy(_Strict):

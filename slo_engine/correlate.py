@@ -5,9 +5,11 @@ For a burn episode the engine
 1. finds the SLO's blast radius from the attribution labels: the pods serving its model (any
    series with both ``model`` and ``pod`` labels), their GPUs (``gpuslo_gpu_pod_info``), the
    nodes of those GPUs (``Hostname``), the tenants sending it traffic;
-2. gathers candidate signals there, one series per GPU, node, pool or tenant: GPU up, XID
-   errors, thermal throttling and temperature, NVLink CRC errors, foreign processes and
-   utilization, InfiniBand port state and link recoveries, ready replicas, request rate;
+2. gathers candidate signals there, one series per GPU, node, pod, pool or tenant: GPU up,
+   XID and double-bit ECC errors, thermal throttling and temperature, NVLink CRC errors and
+   throughput, PCIe replays, memory used, foreign processes and utilization, InfiniBand port
+   state, link recoveries and throughput, queue length and KV-cache usage, ready replicas,
+   request rate;
 3. finds where each candidate changed most near the symptom's onset (a two-segment mean
    shift), and how much (effect size against its own baseline noise, Welch's t-test with
    scipy);
@@ -126,6 +128,43 @@ SIGNALS: tuple[Signal, ...] = (
         peer_relative=True,
     ),
     Signal(
+        "ecc",
+        "double-bit ECC errors (/s)",
+        "sum by (Hostname, gpu, UUID) (rate(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{{UUID=~{uuids}}}[2m]))",
+        ("Hostname", "gpu"),
+        1.0,
+        1,
+        fill=0.0,
+    ),
+    Signal(
+        "pcie",
+        "PCIe replays (/s)",
+        "sum by (Hostname, gpu, UUID) (rate(DCGM_FI_DEV_PCIE_REPLAY_COUNTER{{UUID=~{uuids}}}[2m]))",
+        ("Hostname", "gpu"),
+        0.8,
+        1,
+        fill=0.0,
+    ),
+    Signal(
+        "memory_pressure",
+        "GPU memory used (MiB)",
+        "max by (Hostname, gpu, UUID) (DCGM_FI_DEV_FB_USED{{UUID=~{uuids}}})",
+        ("Hostname", "gpu"),
+        0.4,
+        1,
+        peer_relative=True,
+    ),
+    Signal(
+        "nvlink_crc",
+        "NVLink throughput (bytes/s)",
+        "sum by (Hostname, gpu, UUID) "
+        "(rate(gpuslo_gpu_nvlink_tx_bytes_total{{UUID=~{uuids}}}[1m]))",
+        ("Hostname", "gpu"),
+        0.3,
+        -1,
+        peer_relative=True,
+    ),
+    Signal(
         "ib_flap",
         "InfiniBand port state",
         "min by (Hostname) (node_infiniband_state_id{{Hostname=~{nodes}}})",
@@ -142,6 +181,31 @@ SIGNALS: tuple[Signal, ...] = (
         1.0,
         1,
         fill=0.0,
+    ),
+    Signal(
+        "ib_flap",
+        "InfiniBand throughput (bytes/s)",
+        "sum by (Hostname) "
+        "(rate(node_infiniband_port_data_transmitted_bytes_total{{Hostname=~{nodes}}}[1m]))",
+        ("Hostname",),
+        0.3,
+        -1,
+    ),
+    Signal(
+        "queueing",
+        "requests waiting in the server",
+        'sum by (pod) (gpuslo_server_requests_waiting{{model="{model}"}})',
+        ("pod",),
+        0.3,
+        1,
+    ),
+    Signal(
+        "kv_cache",
+        "KV-cache usage",
+        'max by (pod) (gpuslo_server_kv_cache_usage_ratio{{model="{model}"}})',
+        ("pod",),
+        0.3,
+        1,
     ),
     Signal(
         "replica_loss",
