@@ -10,6 +10,7 @@ from gpuslo import (
     __version__,
     agent_cmd,
     backtest_cmd,
+    cost_cmd,
     demo_cmd,
     remediate_cmd,
     slo_cmd,
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     slo_cmd.add_parser(sub)
     backtest_cmd.add_parser(sub)
     backtest_cmd.add_explain_parser(sub)
+    cost_cmd.add_parser(sub)
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)

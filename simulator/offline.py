@@ -110,21 +110,21 @@ def gpu_series(rec: Recorder, fleet: Fleet) -> None:
     for gpu in fleet.gpus:
         ident = {c.LABEL_GPU: str(gpu.index), c.LABEL_UUID: gpu.uuid, c.LABEL_HOSTNAME: gpu.node}
         rec.add(c.GPU_UP.name, c.GPU_UP.name, ident, 0.0 if gpu.lost else 1.0)
-        holders = sorted(
-            {
-                (pool, replica)
-                for pool, replica in [(gpu.pool, gpu.replica)]
-                + [(s.pool, s.replica) for s in gpu.slices]
-                if pool is not None and replica is not None
-            }
-        )
-        for pool, replica in holders:
+        holders: list[tuple[str, int, dict[str, str]]] = []
+        if gpu.pool is not None and gpu.replica is not None:
+            holders.append((gpu.pool, gpu.replica, {}))
+        for slot in gpu.slices:  # a MIG instance: its id and profile, as the agent labels it
+            if slot.pool is not None and slot.replica is not None:
+                mig = {c.LABEL_GPU_I_ID: str(slot.index), c.LABEL_GPU_I_PROFILE: slot.profile}
+                holders.append((slot.pool, slot.replica, mig))
+        for pool, replica, mig in holders:
             state = fleet.pools[pool]
             rec.add(
                 c.GPU_POD_INFO.name,
                 c.GPU_POD_INFO.name,
                 {
                     **ident,
+                    **mig,
                     c.LABEL_NAMESPACE: state.spec.namespace,
                     c.LABEL_POD: pod_name(pool, replica),
                 },

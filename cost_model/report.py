@@ -1,0 +1,258 @@
+"""The chargeback report: the agent's attribution and request series over a window, read from
+Prometheus at one step, allocated with the catalog, and written as CSV, Parquet and HTML."""
+
+from __future__ import annotations
+
+import html
+import json
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuslo import conventions as c
+from slo_engine.history import _get
+
+from .allocation import IDLE, UNATTRIBUTED, Costs, GpuHistory, Holding, UnitCosts, allocate
+from .catalog import PriceCatalog
+
+
+@dataclass
+class Window:
+    start: float
+    end: float
+    step: float
+
+    @property
+    def n(self) -> int:
+        return round((self.end - self.start) / self.step) + 1
+
+    @property
+    def seconds(self) -> float:
+        return self.n * self.step
+
+
+def _range(url: str, expr: str, w: Window) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    chunk = 10_000
+    for lo in range(0, w.n, chunk):
+        hi = min(w.n, lo + chunk)
+        params = urllib.parse.urlencode(
+            {
+                "query": expr,
+                "start": repr(w.start + lo * w.step),
+                "end": repr(w.start + (hi - 1) * w.step),
+                "step": repr(w.step),
+            }
+        )
+        result = _get(f"{url.rstrip('/')}/api/v1/query_range?{params}", 300)["data"]["result"]
+        out.extend(result)
+    return out
+
+
+def _instant(url: str, expr: str, at: float) -> list[dict[str, Any]]:
+    params = urllib.parse.urlencode({"query": expr, "time": repr(at)})
+    return list(_get(f"{url.rstrip('/')}/api/v1/query?{params}", 300)["data"]["result"])
+
+
+def _grid(series: dict[str, Any], w: Window) -> np.ndarray[Any, np.dtype[np.float64]]:
+    values = np.full(w.n, np.nan)
+    for t, v in series["values"]:
+        k = round((float(t) - w.start) / w.step)
+        if 0 <= k < w.n:
+            values[k] = float(v)
+    return values
+
+
+def load_fleet(url: str, catalog: PriceCatalog, w: Window) -> list[GpuHistory]:
+    """Every GPU with its presence, utilization, power and holders over the window."""
+    gpus: dict[str, GpuHistory] = {}
+    for s in _range(url, f"max by (UUID, Hostname) ({c.GPU_UP.name})", w):
+        uuid, node = s["metric"].get(c.LABEL_UUID, ""), s["metric"].get(c.LABEL_HOSTNAME, "")
+        present = np.isfinite(_grid(s, w))
+        gpus[uuid] = GpuHistory(uuid, node, present, np.full(w.n, np.nan), catalog.gpu_hour(node))
+    for s in _range(url, f"max by (UUID) ({c.DCGM_GPU_UTIL.name}) / 100", w):
+        if (g := gpus.get(s["metric"].get(c.LABEL_UUID, ""))) is not None:
+            g.util = _grid(s, w)
+    for s in _range(url, f"max by (UUID) ({c.DCGM_POWER_USAGE.name})", w):
+        if (g := gpus.get(s["metric"].get(c.LABEL_UUID, ""))) is not None:
+            g.power_watts = _grid(s, w)
+    mig_util: dict[tuple[str, str], np.ndarray[Any, np.dtype[np.float64]]] = {}
+    for s in _range(url, f"max by (UUID, GPU_I_ID) ({c.DCGM_PROF_GR_ENGINE_ACTIVE.name})", w):
+        m = s["metric"]
+        mig_util[(m.get(c.LABEL_UUID, ""), m.get(c.LABEL_GPU_I_ID, ""))] = _grid(s, w)
+    by = "UUID, namespace, pod, GPU_I_ID, GPU_I_PROFILE"
+    holds = _range(url, f"max by ({by}) ({c.GPU_POD_INFO.name})", w)
+    whole: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+    for s in holds:  # how many pods hold each whole GPU at each step (time-slicing)
+        if not s["metric"].get(c.LABEL_GPU_I_PROFILE):
+            held = np.isfinite(_grid(s, w)).astype(np.float64)
+            uuid = s["metric"].get(c.LABEL_UUID, "")
+            whole[uuid] = whole.get(uuid, np.zeros(w.n)) + held
+    for s in holds:
+        m = s["metric"]
+        g = gpus.get(m.get(c.LABEL_UUID, ""))
+        if g is None:
+            continue
+        held = np.isfinite(_grid(s, w)).astype(np.float64)
+        profile = m.get(c.LABEL_GPU_I_PROFILE)
+        if profile:
+            share = held * catalog.mig_fraction(profile)
+            util = mig_util.get((g.uuid, m.get(c.LABEL_GPU_I_ID, "")))
+        else:
+            k = whole[g.uuid]
+            share = np.divide(held, k, out=np.zeros(w.n), where=k > 0)
+            util = None
+        g.holdings.append(
+            Holding(m.get(c.LABEL_NAMESPACE, ""), m.get(c.LABEL_POD, ""), share, util)
+        )
+    return list(gpus.values())
+
+
+def load_traffic(
+    url: str, w: Window, goodput_ttft: float | None = None
+) -> tuple[dict[tuple[str, str], str], dict[str, dict[tuple[str, str], float]]]:
+    """The pod -> model map, and requests, good requests and tokens by (model, tenant)."""
+    rng = f"[{round(w.seconds)}s]"
+    at = w.end
+    pods = {}
+    for r in _instant(
+        url, f'group by (namespace, pod, model) (last_over_time({{model!="",pod!=""}}{rng}))', at
+    ):
+        m = r["metric"]
+        pods[(m.get("namespace", ""), m["pod"])] = m["model"]
+    counts: dict[str, dict[tuple[str, str], float]] = {}
+    queries = {
+        "requests": f"sum by (model, tenant) (increase({c.REQUESTS_TOTAL}{rng}))",
+        **{
+            kind: f"sum by (model, tenant) "
+            f'(increase({c.TOKEN_USAGE_TOTAL}{{token_type="{kind}"}}{rng}))'
+            for kind in ("input", "output")
+        },
+    }
+    if goodput_ttft is not None:
+        from slo_engine.promql import bucket_le_matcher
+
+        le = bucket_le_matcher(goodput_ttft)
+        queries["good"] = (
+            f"sum by (model, tenant) (increase({c.TIME_TO_FIRST_TOKEN}_bucket{{{le}}}{rng}))"
+        )
+    for name, expr in queries.items():
+        counts[name] = {
+            (r["metric"].get("model", ""), r["metric"].get("tenant", "")): float(r["value"][1])
+            for r in _instant(url, expr, at)
+        }
+    return pods, counts
+
+
+def rows(costs: Costs, counts: dict[str, dict[tuple[str, str], float]]) -> list[dict[str, Any]]:
+    """One row per (model, tenant), plus unattributed and idle rows."""
+    out = []
+    for (model, tenant), dollars in sorted(costs.tenants.items()):
+        key = (model, tenant)
+        unit = UnitCosts(
+            counts.get("requests", {}).get(key, 0.0),
+            counts["good"].get(key) if "good" in counts else None,
+            counts.get("input", {}).get(key, 0.0),
+            counts.get("output", {}).get(key, 0.0),
+            dollars,
+        )
+        share = dollars / costs.allocated[model] if costs.allocated.get(model) else 0.0
+        joules = costs.energy_joules.get(model)
+        unit.joules = None if joules is None else joules * share
+        out.append(
+            {
+                "model": model,
+                "tenant": tenant,
+                "allocated_dollars": dollars,
+                "used_dollars": costs.tenants_used.get(key, 0.0),
+                "requests": unit.requests,
+                "input_tokens": unit.input_tokens,
+                "output_tokens": unit.output_tokens,
+                "dollars_per_1k_requests": unit.per_1k_requests,
+                "dollars_per_1m_tokens": unit.per_1m_tokens,
+                "dollars_per_1m_output_tokens": unit.per_1m_output_tokens,
+                "dollars_per_1k_good_requests": unit.per_1k_good_requests,
+                "joules_per_token": unit.joules_per_token,
+            }
+        )
+    for name, alloc, used in (
+        (UNATTRIBUTED, costs.unattributed, costs.unattributed_used),
+        (IDLE, costs.idle, costs.idle_used),
+    ):
+        out.append({"model": name, "tenant": "", "allocated_dollars": alloc, "used_dollars": used})
+    return out
+
+
+def write(out: Path, table: list[dict[str, Any]], costs: Costs, meta: dict[str, Any]) -> None:
+    """report.csv, report.parquet, report.json and report.html in ``out``."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(table)
+    frame.to_csv(out / "report.csv", index=False)
+    frame.to_parquet(out / "report.parquet", index=False)
+    summary = {
+        **meta,
+        "bill_dollars": costs.bill,
+        "allocated_dollars": sum(costs.allocated.values()),
+        "unattributed_dollars": costs.unattributed,
+        "idle_dollars": costs.idle,
+        "idle_dollars_usage_basis": costs.idle_used,
+        "unpriced_gpu_seconds": costs.unpriced_gpu_seconds,
+        "reconciles": costs.reconciles(),
+    }
+    (out / "report.json").write_text(
+        json.dumps(
+            {"summary": summary, "rows": frame.to_dict(orient="records")}, indent=1, default=float
+        )
+        + "\n"
+    )
+    _html(out, frame, summary)
+
+
+def _html(out: Path, frame: Any, summary: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charged = frame[~frame["model"].isin([IDLE, UNATTRIBUTED])]
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    labels = [f"{m}/{t}" for m, t in zip(charged["model"], charged["tenant"], strict=True)]
+    ax.barh(labels, charged["allocated_dollars"], color="tab:blue", label="allocated")
+    ax.barh(labels, charged["used_dollars"], color="tab:green", label="used (utilization)")
+    ax.set_xlabel(f"{summary.get('currency', 'USD')} over the window")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "cost.png", dpi=90)
+    plt.close(fig)
+    money = {k: v for k, v in summary.items() if k.endswith("dollars")}
+    parts = [
+        "<html><head><meta charset='utf-8'><title>gpuslo cost report</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        "</style></head><body><h1>gpuslo cost report</h1>",
+        f"<p>{html.escape(str(summary.get('from')))} to {html.escape(str(summary.get('to')))}; "
+        f"catalog as of {html.escape(str(summary.get('as_of')))}.</p><table>",
+        *(f"<tr><th>{html.escape(k)}</th><td>{v:,.4f}</td></tr>" for k, v in money.items()),
+        "</table><p><img src='cost.png' alt='cost by model and tenant'></p>",
+        frame.to_html(index=False, float_format=lambda x: f"{x:,.4f}", na_rep="-"),
+        "</body></html>",
+    ]
+    (out / "report.html").write_text("\n".join(parts))
+
+
+def build(
+    url: str,
+    catalog: PriceCatalog,
+    w: Window,
+    share_idle: str = "none",
+    goodput_ttft: float | None = None,
+) -> tuple[Costs, list[dict[str, Any]]]:
+    gpus = load_fleet(url, catalog, w)
+    pods, counts = load_traffic(url, w, goodput_ttft)
+    costs = allocate(gpus, w.step, pods, counts.get("requests", {}), share_idle)  # type: ignore[arg-type]
+    return costs, rows(costs, counts)

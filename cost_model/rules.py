@@ -1,0 +1,117 @@
+"""The cost model as Prometheus recording rules, so Prometheus computes it continuously.
+
+Each rule is the per-second form of what ``allocation.allocate`` integrates: GPU price, each
+pod's share of each GPU, pod, model and tenant cost, the fleet bill, idle and unattributed
+cost, and unit costs. Summing a rule's samples over a window times the evaluation interval
+gives the report's dollars for that window.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gpuslo import conventions as c
+from slo_engine.promql import number, quote
+
+from .catalog import PriceCatalog
+
+P = c.RULE_PREFIX
+GPU_PRICE = f"{P}gpu_price:dollars_per_second"
+POD_SHARE = f"{P}gpu_pod_share:ratio"
+POD_COST = f"{P}pod_cost:dollars_per_second"
+MODEL_COST = f"{P}model_cost:dollars_per_second"
+TENANT_COST = f"{P}tenant_cost:dollars_per_second"
+FLEET_COST = f"{P}fleet_cost:dollars_per_second"
+IDLE_COST = f"{P}idle_cost:dollars_per_second"
+UNATTRIBUTED_COST = f"{P}unattributed_cost:dollars_per_second"
+PER_1K_REQUESTS = f"{P}model_cost_per_1k_requests:dollars"
+PER_1M_TOKENS = f"{P}model_cost_per_1m_tokens:dollars"
+RATE = "5m"
+MODEL_OF_POD = 'group by (namespace, pod, model) ({model!="", pod!=""})'
+
+
+def _gpu_price(catalog: PriceCatalog) -> str:
+    """$/s per GPU; the node rules in order, so the first match wins (``or`` keeps the left
+    side's series)."""
+    parts = []
+    for rule in catalog.nodes:
+        price = catalog.gpus[rule.gpu][rule.pricing] / 3600
+        sel = f"{c.LABEL_HOSTNAME}=~{quote(rule.match)}"
+        parts.append(f"(max by (UUID, Hostname) ({c.GPU_UP.name}{{{sel}}}) * 0 + {number(price)})")
+    return "\n  or ".join(parts)
+
+
+def _mig_shares(catalog: PriceCatalog) -> list[str]:
+    """One term per MIG profile pattern: the catalog's fractions first, then n/7 for nGs."""
+    terms = []
+    for profile, share in sorted(catalog.mig.items()):
+        terms.append((f'{c.LABEL_GPU_I_PROFILE}="{profile}"', share))
+    for slices in (1, 2, 3, 4, 7):
+        terms.append((f'{c.LABEL_GPU_I_PROFILE}=~"{slices}g\\\\..*"', slices / 7))
+    by = "UUID, namespace, pod, GPU_I_ID, GPU_I_PROFILE"
+    return [
+        f"(max by ({by}) ({c.GPU_POD_INFO.name}{{{sel}}}) * 0 + {number(share)})"
+        for sel, share in terms
+    ]
+
+
+def rule_groups(catalog: PriceCatalog) -> list[dict[str, Any]]:
+    whole = f'max by (UUID, namespace, pod) ({c.GPU_POD_INFO.name}{{{c.LABEL_GPU_I_PROFILE}=""}})'
+    share = (
+        f"sum by (UUID, namespace, pod) (\n  {whole}\n  / on (UUID) group_left\n"
+        f"  count by (UUID) ({whole})\n"
+        f"  or\n  " + "\n  or ".join(_mig_shares(catalog)) + "\n)"
+    )
+    requests = f"sum by (model, tenant) (rate({c.REQUESTS_TOTAL}[{RATE}]))"
+    tokens = f"sum by (model) (rate({c.TOKEN_USAGE_TOTAL}[{RATE}]))"
+    rules: list[dict[str, Any]] = [
+        {"record": GPU_PRICE, "expr": _gpu_price(catalog)},
+        {"record": POD_SHARE, "expr": share},
+        {
+            "record": POD_COST,
+            "expr": f"sum by (namespace, pod) ({POD_SHARE} * on (UUID) group_left {GPU_PRICE})",
+        },
+        {
+            "record": MODEL_COST,
+            "expr": f"sum by (model) ({POD_COST} * on (namespace, pod) group_left (model) "
+            f"{MODEL_OF_POD})",
+        },
+        {"record": FLEET_COST, "expr": f"sum({GPU_PRICE})"},
+        {"record": IDLE_COST, "expr": f"{FLEET_COST} - (sum({POD_COST}) or vector(0))"},
+        {
+            "record": UNATTRIBUTED_COST,
+            "expr": f"(sum({POD_COST}) or vector(0)) - (sum({MODEL_COST}) or vector(0))",
+        },
+        {
+            "record": TENANT_COST,
+            "expr": f"({requests} / on (model) group_left sum by (model) ({requests}))\n"
+            f"  * on (model) group_left {MODEL_COST}",
+        },
+        {
+            "record": PER_1K_REQUESTS,
+            "expr": f"{MODEL_COST} / on (model) sum by (model) ({requests}) * 1000",
+        },
+        {"record": PER_1M_TOKENS, "expr": f"{MODEL_COST} / on (model) {tokens} * 1e6"},
+    ]
+    return [{"name": "gpuslo-cost", "rules": rules}]
+
+
+def cost_sli(model: str, per_million_tokens: float) -> tuple[str, str]:
+    """A cost SLI as time slices: an evaluation is bad while the model's cost per 1M tokens
+    is above the ceiling. Needs the rules above in the same Prometheus."""
+    sel = f"{{model={quote(model)}}}"
+    return (
+        f"max({PER_1M_TOKENS}{sel}) > bool {number(per_million_tokens)}",
+        f"count({PER_1M_TOKENS}{sel})",
+    )
+
+
+def check_regexes(catalog: PriceCatalog) -> list[str]:
+    """Node patterns Prometheus (RE2) might read differently from Python: lookarounds and
+    backreferences."""
+    bad = []
+    for rule in catalog.nodes:
+        if re.search(r"\(\?[=!<]|\\[1-9]", rule.match):
+            bad.append(rule.match)
+    return bad
