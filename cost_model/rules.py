@@ -97,13 +97,27 @@ def rule_groups(catalog: PriceCatalog) -> list[dict[str, Any]]:
     return [{"name": "gpuslo-cost", "rules": rules}]
 
 
-def cost_sli(model: str, per_million_tokens: float) -> tuple[str, str]:
-    """A cost SLI as time slices: an evaluation is bad while the model's cost per 1M tokens
-    is above the ceiling. Needs the rules above in the same Prometheus."""
+def cost_sli(
+    model: str,
+    per_million_tokens: float | None = None,
+    per_thousand_requests: float | None = None,
+    dollars_per_hour: float | None = None,
+) -> tuple[str, str]:
+    """A cost SLI as time slices: each evaluation is one slice, bad while the model's cost
+    (per 1M tokens, per 1k requests, or $/hour) is above the ceiling. Needs the rules above
+    in the same Prometheus."""
     sel = f"{{model={quote(model)}}}"
+    if per_million_tokens is not None:
+        series, ceiling, scale = PER_1M_TOKENS, per_million_tokens, ""
+    elif per_thousand_requests is not None:
+        series, ceiling, scale = PER_1K_REQUESTS, per_thousand_requests, ""
+    elif dollars_per_hour is not None:
+        series, ceiling, scale = MODEL_COST, dollars_per_hour, " * 3600"
+    else:
+        raise ValueError("a cost SLI needs a ceiling")
     return (
-        f"max({PER_1M_TOKENS}{sel}) > bool {number(per_million_tokens)}",
-        f"count({PER_1M_TOKENS}{sel})",
+        f"(max({series}{sel}){scale}) > bool {number(ceiling)}",
+        f"count({series}{sel})",
     )
 
 

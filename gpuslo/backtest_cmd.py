@@ -66,6 +66,15 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--incidents", type=Path, metavar="FILE", help="ground truth (incidents.json)")
     p.add_argument(
+        "--rules",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="with OpenMetrics --data: recording rules the SLIs read (e.g. from gpuslo cost "
+        "rules), evaluated over the history at --step before the backtest",
+    )
+    p.add_argument(
         "--compare",
         action="append",
         default=[],
@@ -211,8 +220,10 @@ def _histories(
                 ts = data.timestamps
                 yield slo, data, start or float(ts[0]), end or float(ts[-1]), None
             return
-        yield from _from_openmetrics(metrics, slos, start, end, step)
+        yield from _from_openmetrics(metrics, slos, start, end, step, args.rules, args.step)
         return
+    if args.rules:
+        raise HistoryError("--rules works with OpenMetrics --data (a live Prometheus runs its own)")
     hi = end if end is not None else now
     for slo in slos:
         lo = start if start is not None else hi - slo.period
@@ -223,7 +234,13 @@ def _histories(
 
 
 def _from_openmetrics(
-    paths: list[Path], slos: list[Any], start: float | None, end: float | None, step: float
+    paths: list[Path],
+    slos: list[Any],
+    start: float | None,
+    end: float | None,
+    step: float,
+    rule_files: list[Path] = (),  # type: ignore[assignment]
+    interval: str = "1m",
 ) -> Any:
     import tempfile
 
@@ -240,6 +257,8 @@ def _from_openmetrics(
                 if span is None:
                     raise HistoryError("--data: no samples in the files")
                 first, last = span
+                if rule_files:
+                    prom.backfill_rules(_recording_rules(rule_files), first, last, interval)
                 for slo in slos:
                     lo = start if start is not None else first
                     hi = end if end is not None else last
@@ -248,6 +267,28 @@ def _from_openmetrics(
                     yield slo, data, lo, hi, prom.url
         except LabError as err:
             raise HistoryError(f"--data: {err}") from None
+
+
+def _recording_rules(paths: list[Path]) -> list[dict[str, Any]]:
+    """The recording rules of rule files (alerting rules are left out: promtool backfills
+    recordings only)."""
+    import yaml
+
+    from slo_engine.history import HistoryError
+
+    groups = []
+    for path in paths:
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise HistoryError(f"--rules {path}: {err}") from None
+        for g in (doc or {}).get("groups", []) if isinstance(doc, dict) else []:
+            rules = [r for r in g.get("rules", []) if "record" in r]
+            if rules:
+                groups.append({"name": g["name"], "rules": rules})
+    if not groups:
+        raise HistoryError(f"--rules: no recording rules in {', '.join(map(str, paths))}")
+    return groups
 
 
 def _explain_pages(result: Any, url: str, step: float) -> None:

@@ -154,6 +154,7 @@ CauseKind = Literal[
     "ib_flap",
     "replica_loss",
     "traffic_spike",
+    "traffic_drop",
     "ecc",
     "pcie",
     "memory_pressure",

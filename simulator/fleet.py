@@ -187,6 +187,10 @@ class Fleet:
         ]
         self._started: set[int] = set()
         self.last_dt = 0.0
+        self._actions = sorted(
+            ((parse_duration(a.at), n, a) for n, a in enumerate(scenario.actions)),
+            key=lambda x: (x[0], x[1]),
+        )
         self.ib_recoveries: dict[str, float] = {}  # per node/port, for the fabric exporters
 
     # ------------------------------------------------------------------ control (pool API)
@@ -325,6 +329,12 @@ class Fleet:
     def step(self, dt: float) -> None:
         self.t += dt
         self.last_dt = dt
+        while self._actions and self._actions[0][0] <= self.t:
+            _, _, action = self._actions.pop(0)
+            if action.scale is not None:
+                self.set_replicas(action.scale.pool, action.scale.replicas)
+            elif action.fallback is not None:
+                self.set_fallback_share(action.fallback.pool, action.fallback.percent)
         self._apply_faults()
         # Demand per pool and tenant (requests/s), after the fallback share.
         demand: dict[str, dict[str, tuple[float, int, int]]] = {p: {} for p in self.pools}

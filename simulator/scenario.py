@@ -169,6 +169,33 @@ class Fault(_Strict):
         return self
 
 
+class ScaleTo(_Strict):
+    pool: str
+    replicas: int = Field(ge=0)
+
+
+class FallbackTo(_Strict):
+    pool: str = Field(description="the GPU pool whose traffic shifts")
+    percent: float = Field(ge=0, le=100)
+
+
+class ScriptedAction(_Strict):
+    """What an operator or the remediation hook would do, on the timeline (offline runs have
+    no hook): scale a pool, or shift a share of a pool's traffic to the CPU fallback."""
+
+    at: str
+    scale: ScaleTo | None = None
+    fallback: FallbackTo | None = None
+
+    _at = field_validator("at")(_seconds)
+
+    @model_validator(mode="after")
+    def _one(self) -> ScriptedAction:
+        if (self.scale is None) == (self.fallback is None):
+            raise ValueError("give exactly one of scale, fallback")
+        return self
+
+
 class Scenario(_Strict):
     apiVersion: Literal["gpuslo/v1"]
     kind: Literal["TwinScenario"]
@@ -181,6 +208,7 @@ class Scenario(_Strict):
     fallback: Fallback | None = None
     tenants: list[Tenant] = Field(min_length=1)
     faults: list[Fault] = Field(default_factory=list)
+    actions: list[ScriptedAction] = Field(default_factory=list)
 
     _durations = field_validator("duration", "step")(_seconds)
 
@@ -197,6 +225,20 @@ def load_scenario(path: str | Path) -> Scenario:
     wanted = sum(p.replicas * p.gpus_per_replica for p in scenario.pools if not p.mig_profile)
     if wanted > gpus:
         problem(("pools",), f"the pools need {wanted} whole GPUs; the nodes have {gpus}")
+    pools = {p.name for p in scenario.pools}
+    for i, a in enumerate(scenario.actions):
+        if a.scale is not None and a.scale.pool not in pools | (
+            {scenario.fallback.name} if scenario.fallback else set()
+        ):
+            problem(("actions", i, "scale", "pool"), f"no pool named {a.scale.pool}")
+        if a.fallback is not None:
+            if scenario.fallback is None:
+                problem(("actions", i, "fallback"), "the scenario has no fallback pool")
+            elif a.fallback.pool != scenario.fallback.serves:
+                problem(
+                    ("actions", i, "fallback", "pool"),
+                    f"the fallback serves {scenario.fallback.serves}, not {a.fallback.pool}",
+                )
     for i, p in enumerate(scenario.pools):
         if p.mig_profile is None:
             continue

@@ -216,6 +216,15 @@ SIGNALS: tuple[Signal, ...] = (
         -1,
     ),
     Signal(
+        "traffic_drop",
+        "requests/s by tenant (falling)",
+        'sum by (tenant) (rate(gen_ai_server_requests_total{{model="{model}"}}[2m]))',
+        ("tenant",),
+        0.6,
+        -1,
+        fill=0.0,
+    ),
+    Signal(
         "traffic_spike",
         "requests/s by tenant",
         'sum by (tenant) (rate(gen_ai_server_requests_total{{model="{model}"}}[2m]))',

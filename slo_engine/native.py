@@ -65,9 +65,26 @@ class Latency(_Strict):
 
 
 class Cost(_Strict):
-    """Cost per 1M tokens under a ceiling (its SLI comes with the cost model)."""
+    """A cost ceiling for the selected model: per 1M tokens, per 1k requests, or dollars per
+    hour. Each evaluation is a time slice, bad while the cost is above the ceiling; the
+    cost recording rules (``gpuslo cost rules``) must run in the same Prometheus."""
 
-    per_million_tokens: float = Field(gt=0)
+    per_million_tokens: float | None = Field(default=None, gt=0)
+    per_thousand_requests: float | None = Field(default=None, gt=0)
+    dollars_per_hour: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> Cost:
+        given = [
+            v
+            for v in (self.per_million_tokens, self.per_thousand_requests, self.dollars_per_hour)
+            if v is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of per_million_tokens, per_thousand_requests, dollars_per_hour"
+            )
+        return self
 
 
 class Alerting(_Strict):
@@ -162,8 +179,8 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
         if not service:
             problems.append(problem("service", "no service, and no defaults.service"))
             continue
-        if s.cost is not None:
-            problems.append(problem("cost", "cost SLIs need the cost model, not available yet"))
+        if s.cost is not None and not s.selector.get("model"):
+            problems.append(problem("selector", "a cost SLO needs selector.model"))
             continue
         alerting = s.alerting or spec.defaults.alerting
         try:
@@ -173,6 +190,7 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
             problems += err.problems
             continue
         errors_q, total_q, kind = _queries(s, alerting.base_window)
+        unit = "time slices" if kind == "cost" else "requests"
         window = s.window or spec.defaults.window
         out.append(
             SLO(
@@ -195,6 +213,7 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
                 histogram=LATENCY_METRICS[s.latency.metric] if s.latency else "",
                 selector=tuple(sorted(s.selector.items())),
                 threshold=parse_duration(s.latency.threshold) if s.latency else 0.0,
+                unit=unit,
             )
         )
     if problems:
@@ -220,6 +239,16 @@ def _sli_count_problems(name: str, data: Any, node: Any) -> list[SpecProblem]:
 
 def _queries(s: NativeSLO, base: str = BASE_WINDOW) -> tuple[str, str, str]:
     sel = dict(sorted(s.selector.items()))
+    if s.cost is not None:
+        from cost_model.rules import cost_sli
+
+        errors, total = cost_sli(
+            sel["model"],
+            per_million_tokens=s.cost.per_million_tokens,
+            per_thousand_requests=s.cost.per_thousand_requests,
+            dollars_per_hour=s.cost.dollars_per_hour,
+        )
+        return errors, total, "cost"
     if s.availability is not None:
         metric = c.REQUESTS_TOTAL
         bad = "|".join(sorted(s.availability.bad_outcomes))

@@ -139,3 +139,74 @@ def test_cost_cli_errors_are_one_line(tmp_path):
     assert "nodes[0].class" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_gpuslo("cost", "validate", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+FALLBACK_CATALOG = """\
+apiVersion: gpuslo/v1
+kind: PriceCatalog
+as_of: "2026-05-18"
+gpus:
+  H100: {on-demand: 2.95}
+nodes:
+  - {match: ".*", gpu: H100, class: on-demand}
+"""
+COST_SLO = """\
+apiVersion: gpuslo/v1
+kind: SLOs
+defaults: {service: chat, window: 1h, alerting: {base_window: 1m, windows: windows.yaml}}
+slos:
+  - name: llama-70b-cost
+    objective: 95
+    selector: {model: llama-3-70b}
+    cost: {per_million_tokens: 2.5}
+"""
+COST_WINDOWS = """\
+version: 1
+tiers:
+  - {name: page-fast, severity: page, budget_fraction: 0.05, long_window: 5m, short_window: 1m}
+"""
+
+
+def test_a_cost_slo_burns_when_traffic_falls_back_and_the_backtest_shows_why(tmp_path):
+    """16 H100s at $2.95/h serve ~7,700 tokens/s: about $1.7 per 1M tokens. At minute 40 half
+    the traffic goes to the CPU fallback and the GPUs stay: about $3.4, over the $2.5
+    ceiling. The cost rules, backfilled with the history, feed the cost SLI."""
+    run = tmp_path / "run"
+    proc = run_gpuslo(
+        "twin",
+        "offline",
+        str(ROOT / "simulator/scenarios/cost-fallback.yaml"),
+        "-o",
+        str(run),
+        "--start",
+        "1790000000",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "catalog.yaml").write_text(FALLBACK_CATALOG)
+    (tmp_path / "slos.yaml").write_text(COST_SLO)
+    (tmp_path / "windows.yaml").write_text(COST_WINDOWS)
+    proc = run_gpuslo("cost", "rules", str(tmp_path / "catalog.yaml"), "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    start = 1_790_000_000
+    proc = run_gpuslo(
+        "backtest",
+        str(tmp_path / "slos.yaml"),
+        "--data",
+        str(run / "history.om"),
+        "--rules",
+        str(tmp_path / "gpuslo-cost.rules.yaml"),
+        "--step",
+        "15s",
+        "--from",
+        str(start + 600),
+        "-o",
+        str(tmp_path / "report"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    pages = [e for e in report["slos"][0]["episodes"] if e["tier"] == "page-fast"]
+    assert len(pages) == 1
+    assert start + 40 * 60 <= pages[0]["start"] <= start + 50 * 60  # after the shift, not before
+    cause = pages[0]["causes"][0]
+    assert (cause["kind"], cause["entity"]) == ("traffic_drop", {"tenant": "acme"})

@@ -90,11 +90,28 @@ def test_a_missing_file_is_one_clear_problem(tmp_path):
     assert problems(missing) == [f"{missing}:1:1: file: No such file or directory"]
 
 
-def test_cost_slis_are_refused_until_the_cost_model_exists(tmp_path):
+def test_a_cost_sli_is_time_slices_over_the_cost_rules_and_needs_a_model(tmp_path):
     p = spec(tmp_path, HEAD + "  - name: c\n    objective: 99\n    cost: {per_million_tokens: 2}\n")
-    assert problems(p) == [
-        f"{p}:7:11: slos[0].cost: cost SLIs need the cost model, not available yet"
-    ]
+    assert problems(p) == [f"{p}:5:5: slos[0].selector: a cost SLO needs selector.model"]
+    p = spec(
+        tmp_path,
+        HEAD
+        + "  - name: c\n    objective: 95\n    selector: {model: llama}\n"
+        + "    cost: {dollars_per_hour: 40}\n",
+    )
+    (slo,) = load_specs([p])[0]
+    assert slo.kind == "cost" and slo.unit == "time slices"
+    assert slo.errors_query == (
+        '(max(gpuslo:model_cost:dollars_per_second{model="llama"}) * 3600) > bool 40'
+    )
+    assert slo.total_query == 'count(gpuslo:model_cost:dollars_per_second{model="llama"})'
+    both = spec(
+        tmp_path,
+        HEAD
+        + "  - name: c\n    objective: 95\n    selector: {model: llama}\n"
+        + "    cost: {dollars_per_hour: 40, per_million_tokens: 2}\n",
+    )
+    assert "give exactly one of" in problems(both)[0]
 
 
 def test_lint_warns_about_tiers_that_can_never_fire_and_budgets_gone_in_seconds(tmp_path):

@@ -31,7 +31,17 @@ def run(fleet: Fleet, until: float, dt: float = 15.0) -> None:
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_scenarios_are_valid(path):
-    assert load_scenario(path).faults or path.stem == "quiet-day"
+    scenario = load_scenario(path)
+    assert scenario.faults or scenario.actions or path.stem == "quiet-day"
+
+
+def test_a_scripted_fallback_shifts_traffic_at_its_time():
+    fleet = Fleet(load_scenario(SCENARIOS / "cost-fallback.yaml"))
+    run(fleet, 39 * 60)
+    assert fleet.fallback_share["llama-70b"] == 0
+    run(fleet, 41 * 60)
+    assert fleet.fallback_share["llama-70b"] == 50
+    assert fleet.totals[("llama-8b-cpu", "acme")].outcomes["success"] > 0
 
 
 def test_scenario_problems_are_reported_at_their_place(tmp_path):
