@@ -57,10 +57,21 @@ class GpuHistory:
 
 
 @dataclass
+class CpuPod:
+    """A pod without GPUs (the CPU fallback): what it requests at each step."""
+
+    namespace: str
+    pod: str
+    vcpus: Array
+    memory_gib: Array
+
+
+@dataclass
 class Costs:
     """Dollars over the window, in the two bases, by model and tenant."""
 
     bill: float = 0.0
+    cpu_bill: float = 0.0  # part of the bill: CPU pods' requests
     unpriced_gpu_seconds: float = 0.0
     allocated: dict[str, float] = field(default_factory=dict)  # by model
     used: dict[str, float] = field(default_factory=dict)  # by model (usage basis)
@@ -86,12 +97,35 @@ def allocate(
     pod_model: Mapping[tuple[str, str], str],
     requests: Mapping[tuple[str, str], float],
     share_idle: Literal["none", "even", "usage"] = "none",
+    cpu_pods: Iterable[CpuPod] = (),
+    cpu_prices: tuple[float, float] | None = None,
 ) -> Costs:
     """Dollars per model and tenant over the window the arrays cover (``step`` seconds each).
 
     ``pod_model`` maps (namespace, pod) to a model; ``requests`` maps (model, tenant) to the
-    requests it served over the window."""
+    requests it served over the window. CPU pods (no GPU) pay their requested vCPUs and
+    memory at ``cpu_prices`` ($ per vCPU-hour, $ per GiB-hour); they have no idle part and
+    their usage basis is their allocation."""
     out = Costs()
+    if cpu_prices is not None:
+        per_vcpu, per_gib = (p / 3600.0 * step for p in cpu_prices)
+        for pod in cpu_pods:
+            dollars = float(
+                (
+                    np.nan_to_num(pod.vcpus) * per_vcpu + np.nan_to_num(pod.memory_gib) * per_gib
+                ).sum()
+            )
+            out.bill += dollars
+            out.cpu_bill += dollars
+            key = (pod.namespace, pod.pod)
+            out.by_pod[key] = out.by_pod.get(key, 0.0) + dollars
+            model = pod_model.get(key)
+            if model is None:
+                out.unattributed += dollars
+                out.unattributed_used += dollars
+            else:
+                out.allocated[model] = out.allocated.get(model, 0.0) + dollars
+                out.used[model] = out.used.get(model, 0.0) + dollars
     for gpu in gpus:
         present = gpu.present.astype(np.float64)
         if gpu.price_per_hour is None:

@@ -15,7 +15,16 @@ import numpy as np
 from gpuslo import conventions as c
 from slo_engine.history import _get
 
-from .allocation import IDLE, UNATTRIBUTED, Costs, GpuHistory, Holding, UnitCosts, allocate
+from .allocation import (
+    IDLE,
+    UNATTRIBUTED,
+    Costs,
+    CpuPod,
+    GpuHistory,
+    Holding,
+    UnitCosts,
+    allocate,
+)
 from .catalog import PriceCatalog
 
 
@@ -111,6 +120,24 @@ def load_fleet(url: str, catalog: PriceCatalog, w: Window) -> list[GpuHistory]:
     return list(gpus.values())
 
 
+def load_cpu_pods(url: str, w: Window, gpu_pods: set[tuple[str, str]]) -> list[CpuPod]:
+    """Pods that hold no GPU, with their CPU and memory requests (kube-state-metrics)."""
+    found: dict[tuple[str, str], CpuPod] = {}
+    for resource, scale in (("cpu", 1.0), ("memory", 1 / 2**30)):
+        expr = f'sum by (namespace, pod) ({c.KSM_POD_REQUESTS}{{resource="{resource}"}})'
+        for s in _range(url, expr, w):
+            key = (s["metric"].get("namespace", ""), s["metric"].get("pod", ""))
+            if key in gpu_pods:
+                continue  # a GPU pod's CPUs come with its GPU price
+            pod = found.setdefault(key, CpuPod(*key, np.zeros(w.n), np.zeros(w.n)))
+            values = np.nan_to_num(_grid(s, w)) * scale
+            if resource == "cpu":
+                pod.vcpus = values
+            else:
+                pod.memory_gib = values
+    return list(found.values())
+
+
 def load_traffic(
     url: str, w: Window, goodput_ttft: float | None = None
 ) -> tuple[dict[tuple[str, str], str], dict[str, dict[tuple[str, str], float]]]:
@@ -197,6 +224,7 @@ def write(out: Path, table: list[dict[str, Any]], costs: Costs, meta: dict[str, 
     summary = {
         **meta,
         "bill_dollars": costs.bill,
+        "cpu_bill_dollars": costs.cpu_bill,
         "allocated_dollars": sum(costs.allocated.values()),
         "unattributed_dollars": costs.unattributed,
         "idle_dollars": costs.idle,
@@ -254,5 +282,19 @@ def build(
 ) -> tuple[Costs, list[dict[str, Any]]]:
     gpus = load_fleet(url, catalog, w)
     pods, counts = load_traffic(url, w, goodput_ttft)
-    costs = allocate(gpus, w.step, pods, counts.get("requests", {}), share_idle)  # type: ignore[arg-type]
+    cpu_pods: list[CpuPod] = []
+    prices = None
+    if catalog.cpu is not None:
+        held = {(h.namespace, h.pod) for g in gpus for h in g.holdings}
+        cpu_pods = load_cpu_pods(url, w, held)
+        prices = (catalog.cpu.per_vcpu_hour, catalog.cpu.per_gib_hour)
+    costs = allocate(
+        gpus,
+        w.step,
+        pods,
+        counts.get("requests", {}),
+        share_idle,  # type: ignore[arg-type]
+        cpu_pods,
+        prices,
+    )
     return costs, rows(costs, counts)

@@ -19,6 +19,8 @@ from .catalog import PriceCatalog
 P = c.RULE_PREFIX
 GPU_PRICE = f"{P}gpu_price:dollars_per_second"
 POD_SHARE = f"{P}gpu_pod_share:ratio"
+POD_GPU_COST = f"{P}pod_gpu_cost:dollars_per_second"
+POD_CPU_COST = f"{P}pod_cpu_cost:dollars_per_second"
 POD_COST = f"{P}pod_cost:dollars_per_second"
 MODEL_COST = f"{P}model_cost:dollars_per_second"
 TENANT_COST = f"{P}tenant_cost:dollars_per_second"
@@ -69,16 +71,22 @@ def rule_groups(catalog: PriceCatalog) -> list[dict[str, Any]]:
         {"record": GPU_PRICE, "expr": _gpu_price(catalog)},
         {"record": POD_SHARE, "expr": share},
         {
-            "record": POD_COST,
+            "record": POD_GPU_COST,
             "expr": f"sum by (namespace, pod) ({POD_SHARE} * on (UUID) group_left {GPU_PRICE})",
         },
+        *_cpu_rules(catalog),
         {
             "record": MODEL_COST,
             "expr": f"sum by (model) ({POD_COST} * on (namespace, pod) group_left (model) "
             f"{MODEL_OF_POD})",
         },
-        {"record": FLEET_COST, "expr": f"sum({GPU_PRICE})"},
-        {"record": IDLE_COST, "expr": f"{FLEET_COST} - (sum({POD_COST}) or vector(0))"},
+        {
+            "record": FLEET_COST,
+            "expr": f"sum({GPU_PRICE}) + (sum({POD_CPU_COST}) or vector(0))"
+            if catalog.cpu is not None
+            else f"sum({GPU_PRICE})",
+        },
+        {"record": IDLE_COST, "expr": f"sum({GPU_PRICE}) - (sum({POD_GPU_COST}) or vector(0))"},
         {
             "record": UNATTRIBUTED_COST,
             "expr": f"(sum({POD_COST}) or vector(0)) - (sum({MODEL_COST}) or vector(0))",
@@ -95,6 +103,25 @@ def rule_groups(catalog: PriceCatalog) -> list[dict[str, Any]]:
         {"record": PER_1M_TOKENS, "expr": f"{MODEL_COST} / on (model) {tokens} * 1e6"},
     ]
     return [{"name": "gpuslo-cost", "rules": rules}]
+
+
+def _cpu_rules(catalog: PriceCatalog) -> list[dict[str, Any]]:
+    """Pods without GPUs pay their CPU and memory requests (kube-state-metrics); a pod's
+    cost is its GPU cost, else its CPU cost."""
+    if catalog.cpu is None:
+        return [{"record": POD_COST, "expr": POD_GPU_COST}]
+    req = f'sum by (namespace, pod) ({c.KSM_POD_REQUESTS}{{{{resource="{{}}"}}}})'
+    cpu = req.format("cpu")
+    mem = req.format("memory")
+    vcpu, gib = catalog.cpu.per_vcpu_hour / 3600, catalog.cpu.per_gib_hour / 3600
+    return [
+        {
+            "record": POD_CPU_COST,
+            "expr": f"({cpu} * {number(vcpu)} + on (namespace, pod) {mem} / 1073741824 * "
+            f"{number(gib)})\n  unless on (namespace, pod) {POD_GPU_COST}",
+        },
+        {"record": POD_COST, "expr": f"{POD_GPU_COST} or {POD_CPU_COST}"},
+    ]
 
 
 def cost_sli(

@@ -422,3 +422,7 @@ ANNOTATION_SCHEME = "gpuslo.io/scheme"
 ANNOTATION_SERVER = "gpuslo.io/server"
 ANNOTATION_MODEL = "gpuslo.io/model"
 ANNOTATION_TENANT = "gpuslo.io/tenant"
+
+# --------------------------------------------------------------------------- cost model
+# kube-state-metrics (v2) pod resource requests: what CPU pods (the fallback pool) pay for.
+KSM_POD_REQUESTS = "kube_pod_container_resource_requests"

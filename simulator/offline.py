@@ -229,6 +229,24 @@ def run_offline(
         gpu_series(rec, fleet)
         fabric_series(rec, fleet)
         for name, state in fleet.pools.items():
+            if not state.gpu_pool:  # CPU replicas: their requests, as kube-state-metrics has them
+                spec = state.spec
+                for i in range(len(state.replicas)):
+                    pod = {
+                        c.LABEL_NAMESPACE: spec.namespace,
+                        c.LABEL_POD: pod_name(name, i),
+                        c.LABEL_CONTAINER: "server",
+                    }
+                    for resource, unit, value in (
+                        ("cpu", "core", float(getattr(spec, "vcpus_per_replica", 0))),
+                        ("memory", "byte", getattr(spec, "memory_gib_per_replica", 0) * 2**30),
+                    ):
+                        rec.add(
+                            c.KSM_POD_REQUESTS,
+                            c.KSM_POD_REQUESTS,
+                            {**pod, "resource": resource, "unit": unit},
+                            value,
+                        )
             for i in range(len(state.replicas)):
                 rec.add(
                     TWIN_REPLICA_INFO,

@@ -124,6 +124,8 @@ class Fallback(_Strict):
     ttft_base: float = Field(default=0.6, gt=0)
     tpot_base: float = Field(default=0.08, gt=0)
     serves: str = Field(description="the GPU pool whose traffic it can take")
+    vcpus_per_replica: int = Field(default=16, gt=0, description="CPU requested per replica")
+    memory_gib_per_replica: float = Field(default=64, gt=0)
 
     _cold = field_validator("cold_start")(_seconds)
 

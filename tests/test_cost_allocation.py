@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from cost_model.allocation import NO_TRAFFIC, GpuHistory, Holding, UnitCosts, allocate
+from cost_model.allocation import (
+    NO_TRAFFIC,
+    CpuPod,
+    GpuHistory,
+    Holding,
+    UnitCosts,
+    allocate,
+)
 from cost_model.catalog import load_catalog
 from slo_engine.errors import SpecError
 
@@ -155,3 +162,22 @@ def test_catalog_errors_name_the_line_and_field(tmp_path, change, where, message
     assert problem.field == where
     assert message in problem.message
     assert problem.line > 1
+
+
+def test_a_cpu_pod_pays_its_requests_and_joins_the_bill():
+    g = gpu([Holding("ns", "a", ones())], util=1.0)
+    cpu = CpuPod("ns", "fallback-0", ones(16.0), ones(64.0))
+    costs = allocate(
+        [g],
+        STEP,
+        {("ns", "a"): "m1", ("ns", "fallback-0"): "m2"},
+        {},
+        cpu_pods=[cpu],
+        cpu_prices=(0.012, 0.0032),
+    )
+    # 10 minutes of 16 vCPUs at $0.012 and 64 GiB at $0.0032 per hour
+    expected = (16 * 0.012 + 64 * 0.0032) / 6
+    assert costs.allocated["m2"] == pytest.approx(expected)
+    assert costs.cpu_bill == pytest.approx(expected)
+    assert costs.bill == pytest.approx(0.60 + expected)
+    assert costs.reconciles()

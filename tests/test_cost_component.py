@@ -149,6 +149,7 @@ gpus:
   H100: {on-demand: 2.95}
 nodes:
   - {match: ".*", gpu: H100, class: on-demand}
+cpu: {per_vcpu_hour: 0.012, per_gib_hour: 0.0032}
 """
 COST_SLO = """\
 apiVersion: gpuslo/v1
@@ -210,3 +211,31 @@ def test_a_cost_slo_burns_when_traffic_falls_back_and_the_backtest_shows_why(tmp
     assert start + 40 * 60 <= pages[0]["start"] <= start + 50 * 60  # after the shift, not before
     cause = pages[0]["causes"][0]
     assert (cause["kind"], cause["entity"]) == ("traffic_drop", {"tenant": "acme"})
+    # The chargeback for the hour after the shift: the CPU fallback's two replicas pay their
+    # requests (16 vCPUs, 64 GiB each), the GPU pool its 16 GPUs.
+    out = tmp_path / "chargeback"
+    proc = run_gpuslo(
+        "cost",
+        "report",
+        str(tmp_path / "catalog.yaml"),
+        "--data",
+        str(run / "history.om"),
+        "--from",
+        str(start + 3600),
+        "--to",
+        str(start + 7200 - 15),
+        "--step",
+        "15s",
+        "-o",
+        str(out),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "report.json").read_text())
+    hours = (data["summary"]["to"] - data["summary"]["from"] + 15) / 3600
+    by_model: dict[str, float] = {}
+    for row in data["rows"]:
+        by_model[row["model"]] = by_model.get(row["model"], 0.0) + row["allocated_dollars"]
+    assert by_model["llama-3-8b"] == pytest.approx(2 * (16 * 0.012 + 64 * 0.0032) * hours)
+    assert by_model["llama-3-70b"] == pytest.approx(16 * 2.95 * hours)
+    assert data["summary"]["reconciles"] is True
