@@ -84,6 +84,24 @@ class Costs:
     tenants: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, tenant)
     tenants_used: dict[tuple[str, str], float] = field(default_factory=dict)
 
+    def charge(
+        self,
+        pod: tuple[str, str],
+        pod_model: Mapping[tuple[str, str], str],
+        dollars: float,
+        dollars_used: float,
+    ) -> str | None:
+        """Book a pod's dollars to its model, or to unattributed; returns the model."""
+        self.by_pod[pod] = self.by_pod.get(pod, 0.0) + dollars
+        model = pod_model.get(pod)
+        if model is None:
+            self.unattributed += dollars
+            self.unattributed_used += dollars_used
+        else:
+            self.allocated[model] = self.allocated.get(model, 0.0) + dollars
+            self.used[model] = self.used.get(model, 0.0) + dollars_used
+        return model
+
     def reconciles(self, tol: float = 1e-9) -> bool:
         a = sum(self.allocated.values()) + self.unattributed + self.idle
         u = sum(self.used.values()) + self.unattributed_used + self.idle_used
@@ -117,15 +135,7 @@ def allocate(
             )
             out.bill += dollars
             out.cpu_bill += dollars
-            key = (pod.namespace, pod.pod)
-            out.by_pod[key] = out.by_pod.get(key, 0.0) + dollars
-            model = pod_model.get(key)
-            if model is None:
-                out.unattributed += dollars
-                out.unattributed_used += dollars
-            else:
-                out.allocated[model] = out.allocated.get(model, 0.0) + dollars
-                out.used[model] = out.used.get(model, 0.0) + dollars
+            out.charge((pod.namespace, pod.pod), pod_model, dollars, dollars)
     for gpu in gpus:
         present = gpu.present.astype(np.float64)
         if gpu.price_per_hour is None:
@@ -142,18 +152,10 @@ def allocate(
             dollars, dollars_used = float(share.sum()) * per_step, float(busy.sum()) * per_step
             held += share
             used += busy
-            key = (h.namespace, h.pod)
-            out.by_pod[key] = out.by_pod.get(key, 0.0) + dollars
-            model = pod_model.get(key)
-            if model is None:
-                out.unattributed += dollars
-                out.unattributed_used += dollars_used
-            else:
-                out.allocated[model] = out.allocated.get(model, 0.0) + dollars
-                out.used[model] = out.used.get(model, 0.0) + dollars_used
-                if gpu.power_watts is not None:
-                    joules = float((np.nan_to_num(gpu.power_watts) * share).sum()) * step
-                    out.energy_joules[model] = out.energy_joules.get(model, 0.0) + joules
+            model = out.charge((h.namespace, h.pod), pod_model, dollars, dollars_used)
+            if model is not None and gpu.power_watts is not None:
+                joules = float((np.nan_to_num(gpu.power_watts) * share).sum()) * step
+                out.energy_joules[model] = out.energy_joules.get(model, 0.0) + joules
         out.idle += float(np.clip(present - held, 0.0, None).sum()) * per_step
         out.idle_used += float((present - used).sum()) * per_step
     if share_idle != "none":
