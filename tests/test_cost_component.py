@@ -15,6 +15,7 @@ from cost_model.rules import FLEET_COST, IDLE_COST, MODEL_COST, UNATTRIBUTED_COS
 from gpuslo.promlab import Prometheus
 from simulator.offline import run_offline
 from simulator.scenario import load_scenario
+from slo_engine.durations import format_range
 from tests.conftest import run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +53,11 @@ def lab(tmp_path_factory):
 
 def recorded_dollars(prom, series: str, hour) -> dict[str, float]:
     """Σ of a $/s recording over the hour, times the evaluation interval, by model."""
-    span = round(hour[1] - hour[0])
+    # One millisecond short of the hour: exactly 240 recordings whatever second of the
+    # interval each staged rule group landed on (its offset hashes the rule file's path).
+    span = format_range(hour[1] - hour[0])
     out = {}
-    for r in prom.query(f"sum_over_time({series}[{span - 1}s])", at=hour[1]):
+    for r in prom.query(f"sum_over_time({series}[{span}])", at=hour[1]):
         out[r["metric"].get("model", "")] = float(r["value"][1]) * STEP
     return out
 
@@ -62,7 +65,10 @@ def recorded_dollars(prom, series: str, hour) -> dict[str, float]:
 def test_rules_and_report_agree_and_match_the_fleet_worked_out_by_hand(lab):
     prom, catalog, hour, _ = lab
     # The report on the same grid as the rules: the samples each rule evaluation saw.
-    times = sorted(float(t) for t, _ in prom.query(f"{FLEET_COST}[3599s]", at=hour[1])[0]["values"])
+    times = sorted(
+        float(t) for t, _ in prom.query(f"{FLEET_COST}[59m59s999ms]", at=hour[1])[0]["values"]
+    )
+    assert len(times) == 240
     window = Window(times[0], times[-1], STEP)
     costs, table = build(prom.url, catalog, window)
     hours = window.seconds / 3600
