@@ -34,18 +34,38 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cost_sub = p.add_subparsers(dest="cost_command", metavar="SUBCOMMAND", required=True)
-    v = cost_sub.add_parser("validate", help="check a price catalog")
+    v = cost_sub.add_parser(
+        "validate",
+        help="check a price catalog",
+        description="Check a price catalog: every problem as file:line:col: field: message.",
+    )
     v.add_argument("catalog", metavar="CATALOG")
     v.set_defaults(func=validate)
-    r = cost_sub.add_parser("rules", help="write Prometheus recording rules for the catalog")
+    r = cost_sub.add_parser(
+        "rules",
+        help="write Prometheus recording rules for the catalog",
+        description="Write gpuslo-cost.rules.yaml: GPU price, pod/model/tenant cost, idle, "
+        "unattributed and unit costs as recording rules (load them next to the SLO rules; "
+        "cost SLOs read them).",
+    )
     r.add_argument("catalog", metavar="CATALOG")
     r.add_argument("-o", "--output", required=True, type=Path, metavar="DIR")
     r.set_defaults(func=rules)
-    rep = cost_sub.add_parser("report", help="a chargeback report (CSV, Parquet, JSON, HTML)")
+    rep = cost_sub.add_parser(
+        "report",
+        help="a chargeback report (CSV, Parquet, JSON, HTML)",
+        description="Allocate GPU (and CPU pod) cost over a window to models and tenants, in "
+        "allocation and usage bases, with idle and unattributed cost apart, and unit costs. "
+        "Writes report.csv, report.parquet, report.json and report.html.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     rep.add_argument("catalog", metavar="CATALOG")
     source = rep.add_mutually_exclusive_group(required=True)
     source.add_argument("--prometheus", metavar="URL")
-    source.add_argument("--data", nargs="+", type=Path, metavar="FILE", help="OpenMetrics")
+    source.add_argument(
+        "--data", nargs="+", type=Path, metavar="FILE", help="OpenMetrics history files"
+    )
     rep.add_argument("--from", dest="start", metavar="TIME", help="default: now-1d / data start")
     rep.add_argument("--to", dest="end", metavar="TIME", help="default: now / data end")
     rep.add_argument("--step", default="1m", metavar="DURATION", help="default: %(default)s")
