@@ -50,6 +50,8 @@ bench: setup
 	$(BIN)/python bench/rules_cost.py --interval 60 --cycles 5 --write docs/benchmarks.md
 	$(BIN)/python bench/webhook_load.py --rate 200 --seconds 60 --write docs/benchmarks.md
 	$(BIN)/python bench/otlp_ingest.py --rounds 40 --scrapes 300 --write docs/benchmarks.md
+	$(BIN)/python bench/evaluator.py --write docs/benchmarks.md
+	$(BIN)/python bench/correlation.py --seeds 10 --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
