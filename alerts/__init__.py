@@ -1,3 +1,5 @@
-"""Generated alert rules and Alertmanager config (not built yet)."""
+"""Alertmanager configuration for gpuslo's alerts (``gpuslo alerts config``)."""
 
-__all__: list[str] = []
+from .config import alertmanager_config
+
+__all__ = ["alertmanager_config"]

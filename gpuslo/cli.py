@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from gpuslo import (
     __version__,
     agent_cmd,
+    alerts_cmd,
     backtest_cmd,
     cost_cmd,
     demo_cmd,
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_cmd.add_parser(sub)
     backtest_cmd.add_explain_parser(sub)
     cost_cmd.add_parser(sub)
+    alerts_cmd.add_parser(sub)
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)

@@ -1,0 +1,106 @@
+"""Runbooks for every generated alert, and the Alertmanager configuration checked by the real
+amtool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slo_engine import load_specs, rule_groups
+from slo_engine.rules import DEFAULT_RUNBOOK_BASE
+from tests.conftest import need, run_gpuslo
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "examples" / "slos").rglob("*.yaml"))
+COST = """\
+apiVersion: gpuslo/v1
+kind: SLOs
+defaults: {service: chat}
+slos:
+  - name: chat-cost
+    objective: 95
+    selector: {model: llama}
+    cost: {per_million_tokens: 2}
+"""
+
+
+def all_alerts(tmp_path: Path) -> list[dict]:
+    cost = tmp_path / "cost.yaml"
+    cost.write_text(COST)
+    alerts = []
+    for spec in [*SPECS, cost]:
+        slos, _ = load_specs([spec])
+        for group in rule_groups(slos):
+            alerts += [r for r in group["rules"] if "alert" in r]
+    return alerts
+
+
+def test_every_generated_alert_links_a_runbook_that_exists(tmp_path):
+    alerts = all_alerts(tmp_path)
+    kinds = {a["annotations"]["runbook_url"] for a in alerts}
+    assert len(alerts) > 10 and len(kinds) >= 4  # availability, latency, ratio, cost, no-data
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        if not url.startswith(DEFAULT_RUNBOOK_BASE):
+            continue  # an imported spec's own runbook
+        path = ROOT / "runbooks" / url.removeprefix(DEFAULT_RUNBOOK_BASE + "/")
+        assert path.is_file(), f"{alert['alert']} ({alert['labels'].get('slo')}): {url}"
+        text = path.read_text()
+        for section in (
+            "What it means",
+            "Confirm",
+            "What may already have run",
+            "Roll back",
+            "Whom to tell",
+        ):
+            assert f"**{section}" in text, f"{path.name}: no '{section}' section"
+
+
+@pytest.mark.component
+def test_alertmanager_config_passes_amtool_and_routes_pages_and_tickets(tmp_path):
+    amtool = need("amtool")
+    out = tmp_path / "alertmanager.yml"
+    proc = run_gpuslo(
+        "alerts",
+        "config",
+        *map(str, SPECS),
+        "--hook-url",
+        "http://127.0.0.1:9836",
+        "--hook-token-file",
+        "/etc/alertmanager/gpuslo-token",
+        "--pages-webhook",
+        "http://127.0.0.1:9999/pages",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    check = subprocess.run([amtool, "check-config", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    def route(*labels: str) -> str:
+        res = subprocess.run(
+            [amtool, "config", "routes", "test", f"--config.file={out}", *labels],
+            capture_output=True,
+            text=True,
+        )
+        return res.stdout.strip()
+
+    page = ("alertname=GpusloBudgetBurn", "severity=page", "slo=chat-ttft", "tier=page-fast")
+    assert route(*page) == "gpuslo-remediation,pages"
+    assert route("alertname=GpusloBudgetBurn", "severity=ticket", "tier=ticket-slow") == (
+        "gpuslo-remediation,tickets"
+    )
+    assert route("alertname=SomethingElse", "severity=page") == "pages"
+    config = yaml.safe_load(out.read_text())
+    hook = next(r for r in config["receivers"] if r["name"] == "gpuslo-remediation")
+    assert hook["webhook_configs"][0]["url"] == "http://127.0.0.1:9836/v1/alerts"
+    assert hook["webhook_configs"][0]["http_config"]["authorization"]["type"] == "Bearer"
+    assert config["inhibit_rules"][0]["equal"] == ["slo"]
+
+
+def test_alerts_config_refuses_a_bad_hook_url():
+    proc = run_gpuslo("alerts", "config", str(SPECS[0]), "--hook-url", "ftp://x")
+    assert proc.returncode == 2 and "--hook-url" in proc.stderr and "Traceback" not in proc.stderr
