@@ -1,3 +1,5 @@
-"""Grafana dashboards as code (not built yet)."""
+"""Grafana dashboards as code (grafana-foundation-sdk), generated from the SLO specs."""
 
-__all__: list[str] = []
+from .generate import all_dashboards, check, write
+
+__all__ = ["all_dashboards", "check", "write"]

@@ -12,6 +12,7 @@ from gpuslo import (
     alerts_cmd,
     backtest_cmd,
     cost_cmd,
+    dashboards_cmd,
     demo_cmd,
     remediate_cmd,
     slo_cmd,
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_cmd.add_explain_parser(sub)
     cost_cmd.add_parser(sub)
     alerts_cmd.add_parser(sub)
+    dashboards_cmd.add_parser(sub)
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)

@@ -192,6 +192,7 @@ class Fleet:
             key=lambda x: (x[0], x[1]),
         )
         self.ib_recoveries: dict[str, float] = {}  # per node/port, for the fabric exporters
+        self.ib_bytes: dict[str, float] = {}
 
     # ------------------------------------------------------------------ control (pool API)
     def set_replicas(self, pool: str, replicas: int) -> None:

@@ -21,6 +21,7 @@ TWIN_FALLBACK_SHARE = "gpuslo_twin_fallback_share_percent"
 # Which model each replica pod serves: in a real fleet the agent's request series carry both
 # labels; the twin aggregates requests per pool, so it states the mapping in one series.
 TWIN_REPLICA_INFO = "gpuslo_twin_replica_info"
+IB_BYTES_PER_S = 5e9  # collective traffic per InfiniBand port
 CRC_ERRORS_PER_S = 40.0  # NVLink CRC flit errors a second on a link in a CRC storm
 
 
@@ -201,6 +202,17 @@ def fabric_series(rec: Recorder, fleet: Fleet) -> None:
                     c.IB_PREFIX + "link_error_recovery_total",
                     labels,
                     recoveries,
+                )
+                # Collective traffic: a steady 5 GB/s per port, none while the link is down.
+                sent = fleet.ib_bytes.get(key, 0.0) + (
+                    0.0 if down else IB_BYTES_PER_S * fleet.last_dt
+                )
+                fleet.ib_bytes[key] = sent
+                rec.add(
+                    c.IB_PREFIX + "port_data_transmitted_bytes",
+                    c.IB_PREFIX + "port_data_transmitted_bytes_total",
+                    labels,
+                    sent,
                 )
 
 
