@@ -126,6 +126,13 @@ ADVISED_BOUNDS: dict[str, tuple[float, ...]] = {
         67108864,
     ),
 }
+PASSTHROUGH = "gpuslo.drift."  # gauges of gpuslo's own jobs, exposed as they come
+_PASSTHROUGH_HELP = {
+    "gpuslo_drift_score": "Drift test value per feature (p-value or distance).",
+    "gpuslo_drift_detected": "1 when the feature drifted from its reference window.",
+    "gpuslo_drift_dataset_detected": "1 when enough features drifted.",
+    "gpuslo_drift_share": "Share of features that drifted.",
+}
 UNITS = {"s": 1.0, "": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 DEFAULT_TENANT_KEYS = ("gpuslo.tenant", "tenant")
 DEFAULT_MAX_STREAMS = 100_000
@@ -235,6 +242,7 @@ class OtlpReceiver:
         self._lock = threading.Lock()
         self._hists: dict[tuple[str, Labels], _Hist] = {}
         self._counters: dict[tuple[str, Labels], float] = {}
+        self._gauges: dict[tuple[str, Labels], float] = {}
         self._streams: dict[tuple[str, Labels, Labels], _Stream] = {}
         # (metric, resource, attributes) -> canonical labels, computed once per stream
         self._labels: dict[tuple[str, Labels, Labels], tuple[Labels, bool]] = {}
@@ -258,6 +266,9 @@ class OtlpReceiver:
                     for metric in sm.metrics:
                         name = metric.name
                         kind = metric.WhichOneof("data")
+                        if name.startswith(PASSTHROUGH) and kind == "gauge":
+                            accepted += self._gauge(name, metric.gauge.data_points)
+                            continue
                         if name not in ADVISED_BOUNDS:
                             ignored += _count_points(metric, kind)
                             continue
@@ -277,6 +288,15 @@ class OtlpReceiver:
             self.points["rejected"] += rejected
             self._version += 1
         return rejected, message
+
+    def _gauge(self, name: str, points: Any) -> int:
+        """A gpuslo gauge pushed over OTLP (drift jobs): the latest value per label set."""
+        prom = name.replace(".", "_")
+        for point in points:
+            value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
+            labels = tuple(sorted(_attrs(point.attributes)))
+            self._gauges[(prom, labels)] = float(value)
+        return len(points)
 
     def _metric(
         self, name: str, kind: str | None, metric: Any, resource: Labels, now: float
@@ -502,6 +522,7 @@ class OtlpReceiver:
             version = self._version
             hists = [(k, h.bounds, list(h.cum), h.sum, h.count) for k, h in self._hists.items()]
             counters = list(self._counters.items())
+            gauges = list(self._gauges.items())
             points, requests = dict(self.points), dict(self.requests)
             streams = len(self._streams)
         families: dict[str, Metric] = {}
@@ -522,6 +543,11 @@ class OtlpReceiver:
             fam = families.get(name)
             if fam is None:
                 fam = families[name] = Metric(name, _HELP[name], "counter")
+            fam.samples.append(PromSample(name, dict(labels), value, None, None))
+        for (name, labels), value in sorted(gauges):
+            fam = families.get(name)
+            if fam is None:
+                fam = families[name] = Metric(name, _PASSTHROUGH_HELP.get(name, ""), "gauge")
             fam.samples.append(PromSample(name, dict(labels), value, None, None))
         received, by_code, tracked = (
             family(c.OTLP_DATA_POINTS),

@@ -382,9 +382,42 @@ def cost_dashboard() -> Any:
     return d
 
 
+def drift_dashboard() -> Any:
+    d = _dashboard("gpuslo-drift", "gpuslo / drift", ["model"])
+    sel = '{model=~"$model"}'
+    panels = [
+        (
+            "Dataset drift (1 = drifted)",
+            [Query(f"gpuslo_drift_dataset_detected{sel}", "{{model}}")],
+            "",
+        ),
+        (
+            "Share of features drifted",
+            [Query(f"gpuslo_drift_share{sel}", "{{model}}")],
+            "percentunit",
+        ),
+        ("Drifted features", [Query(f"gpuslo_drift_detected{sel}", "{{model}} {{feature}}")], ""),
+        (
+            "Drift test value per feature",
+            [Query(f"gpuslo_drift_score{sel}", "{{model}} {{feature}} ({{method}})")],
+            "",
+        ),
+    ]
+    for title, queries, unit in panels:
+        d = d.with_panel(_panel(title, queries, unit))
+    return d
+
+
 def all_dashboards(slos: Sequence[SLO]) -> dict[str, Any]:
     """Every dashboard, built, by file name."""
-    built = [slo_overview(slos), gpu_fleet(), fabric(), requests(), cost_dashboard()]
+    built = [
+        slo_overview(slos),
+        gpu_fleet(),
+        fabric(),
+        requests(),
+        cost_dashboard(),
+        drift_dashboard(),
+    ]
     built += [slo_detail(s) for s in sorted(slos, key=lambda s: s.name)]
     return {f"{b.build().uid}.json": b.build() for b in built}
 

@@ -1,3 +1,5 @@
-"""Input/output distribution drift jobs (not built yet)."""
+"""Drift jobs: request feature distributions against a reference window (Evidently)."""
 
-__all__: list[str] = []
+from .job import DriftResult, run
+
+__all__ = ["DriftResult", "run"]

@@ -14,6 +14,7 @@ from gpuslo import (
     cost_cmd,
     dashboards_cmd,
     demo_cmd,
+    drift_cmd,
     remediate_cmd,
     slo_cmd,
     twin_cmd,
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost_cmd.add_parser(sub)
     alerts_cmd.add_parser(sub)
     dashboards_cmd.add_parser(sub)
+    drift_cmd.add_parser(sub)
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)

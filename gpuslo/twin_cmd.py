@@ -44,6 +44,14 @@ def add_parser(sub: Any) -> None:
         help="timestamp of the scenario's start (default: so that it ends now)",
     )
     o.add_argument("--step", metavar="DURATION", help="override the scenario's step (e.g. 1m)")
+    o.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write samples.parquet: N requests a step (model, tenant, prompt and output "
+        "tokens) for drift jobs (default: none)",
+    )
     o.set_defaults(func=offline)
     s = tsub.add_parser("serve", help="run the scenario live: agents, request metrics, pool API")
     s.add_argument("scenario", metavar="FILE")
@@ -83,7 +91,9 @@ def offline(args: argparse.Namespace) -> int:
     duration = parse_duration(scenario.duration)
     start = args.start if args.start is not None else time.time() // 60 * 60 - duration
     t0 = time.monotonic()
-    result = run_offline(scenario, args.output, start, step)
+    if args.samples < 0:
+        raise UsageError("--samples: must be >= 0")
+    result = run_offline(scenario, args.output, start, step, samples_per_step=args.samples)
     print(
         f"{result['steps']:.0f} steps, {result['series']:.0f} series, {result['samples']:.0f} "
         f"samples in {time.monotonic() - t0:.1f}s -> {args.output / 'history.om'}, "

@@ -326,6 +326,29 @@ class Fleet:
                 rps *= inc.factor
         return rps * (1 + 0.04 * (self.rng.random() - 0.5))
 
+    def tenant_input_tokens(self, tenant_index: int) -> float:
+        """Mean prompt length of a tenant now (a prompt_shift fault scales it)."""
+        tenant = self.scenario.tenants[tenant_index]
+        tokens = float(tenant.input_tokens)
+        for inc in self._active("prompt_shift"):
+            if inc.tenant == tenant.name:
+                tokens *= inc.factor
+        return tokens
+
+    def sample_requests(self, n: int) -> list[tuple[str, str, float, float]]:
+        """``n`` requests drawn from the current traffic mix: (model, tenant, prompt tokens,
+        output tokens), lengths lognormal around each tenant's means (for drift jobs)."""
+        tenants = self.scenario.tenants
+        weights = [self.tenant_rps(i) for i in range(len(tenants))]
+        out: list[tuple[str, str, float, float]] = []
+        for _ in range(n):
+            i = self.rng.choices(range(len(tenants)), weights)[0]
+            t = tenants[i]
+            prompt = self.rng.lognormvariate(math.log(self.tenant_input_tokens(i)), 0.35)
+            output = self.rng.lognormvariate(math.log(t.output_tokens), 0.35)
+            out.append((t.model, t.name, float(round(prompt)), float(round(output))))
+        return out
+
     # ------------------------------------------------------------------ the step
     def step(self, dt: float) -> None:
         self.t += dt
@@ -338,7 +361,7 @@ class Fleet:
                 self.set_fallback_share(action.fallback.pool, action.fallback.percent)
         self._apply_faults()
         # Demand per pool and tenant (requests/s), after the fallback share.
-        demand: dict[str, dict[str, tuple[float, int, int]]] = {p: {} for p in self.pools}
+        demand: dict[str, dict[str, tuple[float, float, int]]] = {p: {} for p in self.pools}
         fallback = self.scenario.fallback
         for i, tenant in enumerate(self.scenario.tenants):
             rps = self.tenant_rps(i)
@@ -347,12 +370,12 @@ class Fleet:
             if fallback is not None and fallback.serves == pool.name and share > 0:
                 demand[fallback.name][tenant.name] = (
                     rps * share,
-                    tenant.input_tokens,
+                    self.tenant_input_tokens(i),
                     tenant.output_tokens,
                 )
             demand[pool.name][tenant.name] = (
                 rps * (1 - share),
-                tenant.input_tokens,
+                self.tenant_input_tokens(i),
                 tenant.output_tokens,
             )
         for name, state in self.pools.items():
@@ -360,7 +383,7 @@ class Fleet:
         self._gpu_physics(dt)
 
     def _serve(
-        self, state: PoolState, demand: dict[str, tuple[float, int, int]], dt: float
+        self, state: PoolState, demand: dict[str, tuple[float, float, int]], dt: float
     ) -> None:
         spec = state.spec
         healths = [self._health(r) for r in state.replicas]

@@ -222,9 +222,11 @@ def run_offline(
     start: float,
     step: float | None = None,
     progress: Callable[[float], None] | None = None,
+    samples_per_step: int = 0,
 ) -> dict[str, float]:
     """Simulate the whole scenario from ``start`` (Unix seconds); write ``history.om`` and
-    ``incidents.json`` into ``out_dir``. Returns counts for the caller to report."""
+    ``incidents.json`` into ``out_dir`` (and ``samples.parquet``, requests sampled at each
+    step for drift jobs, when ``samples_per_step`` > 0). Returns counts for the caller."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dt = step or _seconds(scenario.step)
     steps = int(_seconds(scenario.duration) // dt)
@@ -232,9 +234,13 @@ def run_offline(
     rec = Recorder()
     rec.types.update({"gen_ai_server_requests": "counter", "gen_ai_server_token_usage": "counter"})
     timestamps: list[float] = []
+    drawn: list[tuple[float, str, str, float, float]] = []
     for n in range(steps):
         rec.step = n
         fleet.step(dt)
+        if samples_per_step:
+            at = start + fleet.t
+            drawn += [(at, *s) for s in fleet.sample_requests(samples_per_step)]
         timestamps.append(start + fleet.t)
         for (pool, tenant), tot in fleet.totals.items():
             request_series(rec, pool, tenant, tot)
@@ -283,6 +289,13 @@ def run_offline(
             progress(n / steps)
     with (out_dir / "history.om").open("w") as f:
         samples = rec.write(f, timestamps)
+    if samples_per_step:
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            drawn, columns=["timestamp", "model", "tenant", "prompt_tokens", "output_tokens"]
+        )
+        frame.to_parquet(out_dir / "samples.parquet", index=False)
     incidents = [inc.truth(offset=start) for inc in fleet.incidents]
     (out_dir / "incidents.json").write_text(json.dumps(incidents, indent=1) + "\n")
     return {

@@ -46,6 +46,7 @@ FaultKind = Literal[
     "ib_flap",  # an InfiniBand port on a node flaps: multi-node replicas stall
     "noisy_neighbour",  # another workload shares the GPU
     "traffic_spike",  # a tenant's traffic multiplies
+    "prompt_shift",  # a tenant's prompts get longer (or shorter) by a factor: input drift
 ]
 
 
@@ -166,8 +167,8 @@ class Fault(_Strict):
             raise ValueError(f"{self.kind} needs node and gpu")
         if self.kind == "ib_flap" and self.node is None:
             raise ValueError("ib_flap needs node")
-        if self.kind == "traffic_spike" and self.tenant is None:
-            raise ValueError("traffic_spike needs tenant")
+        if self.kind in ("traffic_spike", "prompt_shift") and self.tenant is None:
+            raise ValueError(f"{self.kind} needs tenant")
         return self
 
 

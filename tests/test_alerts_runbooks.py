@@ -35,6 +35,9 @@ def all_alerts(tmp_path: Path) -> list[dict]:
         slos, _ = load_specs([spec])
         for group in rule_groups(slos):
             alerts += [r for r in group["rules"] if "alert" in r]
+    from drift.job import alert_rules
+
+    alerts += [r for g in alert_rules() for r in g["rules"]]
     return alerts
 
 

@@ -85,6 +85,21 @@ VALUES = {
 pytestmark = pytest.mark.component
 
 
+def drift_history(samples: Path) -> str:
+    from drift.job import exposition, load_frame, run, split_windows
+
+    frame = load_frame([samples])
+    lines: dict[str, list[str]] = {}
+    for at in range(int(START) + 3600, int(START) + 7200, 300):
+        ref, cur = split_windows(frame, (START, START + 1800), (at - 1800, at))
+        for line in exposition([run(ref, cur, "llama-3-70b")]).splitlines():
+            if not line.startswith("#"):
+                name = line.split("{", 1)[0]
+                lines.setdefault(name, []).append(f"{line} {at}")
+    body = "".join(f"# TYPE {n} gauge\n" + "\n".join(v) + "\n" for n, v in lines.items())
+    return body + "# EOF\n"
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
@@ -95,13 +110,18 @@ def lab(tmp_path_factory):
     # Everything a panel shows happens at least once: a traffic spike (latency pages), an
     # XID, a link flap, and traffic shifted to the fallback (the cost SLO burns).
     (tmp / "scenario.yaml").write_text(SCENARIO)
-    run_offline(load_scenario(tmp / "scenario.yaml"), tmp / "run", START)
+    run_offline(load_scenario(tmp / "scenario.yaml"), tmp / "run", START, samples_per_step=3)
+    # A drift job every 5 minutes over the run's samples: its series, as the agent would hold
+    # them, for the drift dashboard.
+    drift_om = tmp / "drift.om"
+    drift_om.write_text(drift_history(tmp / "run" / "samples.parquet"))
     recordings = [
         {"name": g["name"], "rules": [r for r in g["rules"] if "record" in r]}
         for g in rule_groups(slos)
     ]
     with Prometheus(tmp / "prom") as prom:
         prom.backfill_openmetrics(tmp / "run" / "history.om")
+        prom.backfill_openmetrics(drift_om)
         prom.restart()
         groups = cost_rule_groups(load_catalog(tmp / "catalog.yaml")) + recordings
         prom.backfill_rules(groups, start=START + 60, end=START + 7200, interval="15s")
@@ -111,7 +131,7 @@ def lab(tmp_path_factory):
 def test_every_panel_query_returns_data(lab):
     prom, slos, _ = lab
     dashboards = all_dashboards(slos)
-    assert len(dashboards) == 5 + len(slos)
+    assert len(dashboards) == 6 + len(slos)
     queries = sum(len(panel_queries(m)) for m in dashboards.values())
     assert queries > 40
     missing = check(prom.url, dashboards, VALUES, START + 900, START + 7200)
