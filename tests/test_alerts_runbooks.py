@@ -35,9 +35,10 @@ def all_alerts(tmp_path: Path) -> list[dict]:
         slos, _ = load_specs([spec])
         for group in rule_groups(slos):
             alerts += [r for r in group["rules"] if "alert" in r]
+    from alerts.health import health_rules
     from drift.job import alert_rules
 
-    alerts += [r for g in alert_rules() for r in g["rules"]]
+    alerts += [r for g in alert_rules() + health_rules() for r in g["rules"]]
     return alerts
 
 
@@ -107,3 +108,80 @@ def test_alertmanager_config_passes_amtool_and_routes_pages_and_tickets(tmp_path
 def test_alerts_config_refuses_a_bad_hook_url():
     proc = run_gpuslo("alerts", "config", str(SPECS[0]), "--hook-url", "ftp://x")
     assert proc.returncode == 2 and "--hook-url" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.component
+def test_health_alerts_pass_promtool_and_fire_on_a_lost_gpu_and_a_down_port(tmp_path):
+    promtool = need("promtool")
+    proc = run_gpuslo("alerts", "rules", "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rules = tmp_path / "gpuslo-health.rules.yaml"
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    gpu = 'gpuslo_gpu_up{gpu="3",UUID="GPU-x",Hostname="n1"}'
+    port = 'node_infiniband_state_id{device="mlx5_0",port="1",Hostname="n1"}'
+    test = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": gpu, "values": "1 1 0 0 0 0 0"},
+                    {"series": port, "values": "4 4 4 1 1 1 1"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "GpusloGpuLost", "exp_alerts": []},
+                    {
+                        "eval_time": "5m",
+                        "alertname": "GpusloGpuLost",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "page",
+                                    "tier": "health",
+                                    "gpu": "3",
+                                    "UUID": "GPU-x",
+                                    "Hostname": "n1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "GPU 3 on n1 is lost.",
+                                    "description": "gpuslo_gpu_up is 0: the GPU stopped "
+                                    "answering NVML (XID 79, fell off the bus, or failing). "
+                                    "The pods on it are degraded or down.",
+                                    "runbook_url": f"{DEFAULT_RUNBOOK_BASE}/gpu-health.md",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "4m", "alertname": "GpusloInfinibandPortDown", "exp_alerts": []},
+                    {
+                        "eval_time": "6m",
+                        "alertname": "GpusloInfinibandPortDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "page",
+                                    "tier": "health",
+                                    "device": "mlx5_0",
+                                    "port": "1",
+                                    "Hostname": "n1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "InfiniBand port mlx5_0/1 is not active.",
+                                    "description": "The port's state is not ACTIVE (4) for 2 "
+                                    "minutes: multi-node replicas stall.",
+                                    "runbook_url": f"{DEFAULT_RUNBOOK_BASE}/fabric-health.md",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
+    run = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -1,0 +1,107 @@
+"""Agent, GPU and fabric health alerts: what the node agent's own series say is broken,
+whatever the SLOs show. Each alert links its runbook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpuslo import conventions as c
+from slo_engine.rules import DEFAULT_RUNBOOK_BASE
+
+
+def _alert(
+    name: str, expr: str, for_: str, severity: str, runbook: str, summary: str, description: str
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {c.LABEL_SEVERITY: severity, c.LABEL_TIER: "health"},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{DEFAULT_RUNBOOK_BASE}/{runbook}.md",
+        },
+    }
+
+
+def health_rules() -> list[dict[str, Any]]:
+    """One group per layer: agent, GPU, fabric."""
+    agent = [
+        _alert(
+            "GpusloCollectorFailing",
+            f"{c.COLLECTOR_SUCCESS.name} == 0",
+            "10m",
+            "ticket",
+            "agent-health",
+            "The {{ $labels.collector }} collector on {{ $labels.instance }} is failing.",
+            "gpuslo_collector_success has been 0 for 10 minutes: that source's series are "
+            "missing or stale.",
+        ),
+        _alert(
+            "GpusloTargetDown",
+            f"{c.TARGET_UP.name} == 0",
+            "5m",
+            "ticket",
+            "agent-health",
+            "Inference server {{ $labels.target }} cannot be scraped.",
+            "The agent's last scrapes of the target failed (timeout, refused, HTTP error or "
+            "output that is not metrics); its request series are stale.",
+        ),
+    ]
+    gpu = [
+        _alert(
+            "GpusloGpuLost",
+            f"{c.GPU_UP.name} == 0",
+            "2m",
+            "page",
+            "gpu-health",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is lost.",
+            "gpuslo_gpu_up is 0: the GPU stopped answering NVML (XID 79, fell off the bus, "
+            "or failing). The pods on it are degraded or down.",
+        ),
+        _alert(
+            "GpusloXidErrors",
+            f"increase({c.GPU_XID_ERRORS.name}[10m]) > 0",
+            "0m",
+            "ticket",
+            "gpu-health",
+            "XID {{ $labels.xid }} on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}.",
+            "The driver reported XID errors in the last 10 minutes.",
+        ),
+        _alert(
+            "GpusloGpuThermalThrottling",
+            f'rate({c.GPU_THROTTLE_SECONDS.name}{{reason="thermal"}}[5m]) > 0.1',
+            "10m",
+            "ticket",
+            "gpu-health",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is thermally throttled.",
+            "More than 10% of the time for 10 minutes: the GPU runs slower, and so does every "
+            "replica it is part of.",
+        ),
+    ]
+    fabric = [
+        _alert(
+            "GpusloNvlinkCrcErrors",
+            f"sum by (Hostname, gpu) (rate({c.GPU_NVLINK_CRC_FLIT_ERRORS.name}[5m])) > 1",
+            "10m",
+            "ticket",
+            "fabric-health",
+            "NVLink CRC errors on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}.",
+            "Over one CRC flit error a second for 10 minutes: collectives slow down.",
+        ),
+        _alert(
+            "GpusloInfinibandPortDown",
+            f"{c.IB_STATE_ID.name} != 4",
+            "2m",
+            "page",
+            "fabric-health",
+            "InfiniBand port {{ $labels.device }}/{{ $labels.port }} is not active.",
+            "The port's state is not ACTIVE (4) for 2 minutes: multi-node replicas stall.",
+        ),
+    ]
+    return [
+        {"name": "gpuslo-agent-health", "rules": agent},
+        {"name": "gpuslo-gpu-health", "rules": gpu},
+        {"name": "gpuslo-fabric-health", "rules": fabric},
+    ]
