@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from cost_model.catalog import load_catalog
+from cost_model.rules import rule_groups as cost_rule_groups
 from gpuslo.promlab import Alertmanager, Prometheus
 from remediation.actuators import TwinActuator
 from remediation.engine import DataCheck, Remediator
@@ -28,6 +30,8 @@ from remediation.policy import load_policy
 from remediation.server import Hook, Metrics
 from slo_engine import load_specs, write_outputs
 from slo_engine.durations import format_duration, parse_duration
+from slo_engine.evaluator import evaluate
+from slo_engine.history import sli_from_prometheus
 from slo_engine.rules import burn_rate
 
 from .live import LiveTwin
@@ -35,6 +39,7 @@ from .scenario import Scenario, load_scenario
 
 DEMO = Path(__file__).parent / "demo"
 SLO = "chat-ttft"
+COST_SLO = "chat-cost"
 POOL = "llama-70b"
 
 
@@ -49,6 +54,8 @@ class DemoResult:
     actions: list[dict[str, Any]] = field(default_factory=list)
     threshold: float = 0.0
     report: Path | None = None
+    cost_alert_at: float | None = None  # the cost SLO's page: the price of scaling out
+    cost_episodes: list[dict[str, Any]] = field(default_factory=list)  # from the evaluator
 
     def summary(self) -> str:
         def rel(t: float | None) -> str:
@@ -76,6 +83,12 @@ class DemoResult:
             parts[-1] += "."
         else:
             parts.append("No page fired.")
+        if self.cost_alert_at is not None and self.action_at is not None:
+            parts.append(
+                f"The cost SLO paged {self.cost_alert_at - self.action_at:.0f} s after the "
+                "scale-out (the pool then cost more than its $30/h budget); a backtest of the "
+                f"run finds {len(self.cost_episodes)} cost page episode(s)."
+            )
         scaled = [a for a in self.actions if a["kind"] == "scale_pool" and a["status"] == "acted"]
         parts.append(
             f"Scale actions taken: {len(scaled)}. Time is compressed: a one-hour SLO period, "
@@ -119,7 +132,12 @@ def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     slos, _ = load_specs([DEMO / "slos.yaml"])
     rules, inhibit = write_outputs(slos, [str(DEMO / "slos.yaml")], workdir / "rules")
-    slo = slos[0]
+    cost_rules = workdir / "rules" / "gpuslo-cost.rules.yaml"
+    cost_rules.write_text(
+        yaml.safe_dump({"groups": cost_rule_groups(load_catalog(DEMO / "catalog.yaml"))})
+    )
+    slo = next(s for s in slos if s.name == SLO)
+    cost_slo = next(s for s in slos if s.name == COST_SLO)
     page = next(t for t in slo.tiers if t.severity == "page")
     threshold = page.factor(slo.period)
     long_w, short_w = (
@@ -163,7 +181,7 @@ def run_demo(
         am = Alertmanager(workdir / "alertmanager", am_config)
         prom = Prometheus(
             workdir / "prometheus",
-            rule_files=[rules],
+            rule_files=[rules, cost_rules],
             evaluation_interval="2s",
             config_extra=_prometheus_config(twin, f"127.0.0.1:{am.port}"),
         )
@@ -196,8 +214,16 @@ def run_demo(
             burn_short = _value(prom, f"{burn_rate(short_w)}{sel}")
             firing = _value(
                 prom,
-                f'ALERTS{{alertname="GpusloBudgetBurn",alertstate="firing",tier="{page.name}"}}',
+                f'ALERTS{{alertname="GpusloBudgetBurn",alertstate="firing",tier="{page.name}",'
+                f'slo="{SLO}"}}',
             )
+            cost_firing = _value(
+                prom,
+                f'ALERTS{{alertname="GpusloBudgetBurn",alertstate="firing",tier="{page.name}",'
+                f'slo="{COST_SLO}"}}',
+            )
+            if cost_firing and result.cost_alert_at is None:
+                result.cost_alert_at = _active_at(prom, page.name, COST_SLO) or now
             pool = twin.pool("inference", POOL) or {}
             acted = journal.query(kind="scale_pool", status="acted")
             if firing and result.alert_at is None:
@@ -221,18 +247,25 @@ def run_demo(
             if stop_when_recovered and result.recovered_at is not None:
                 break
         result.actions = [e.public() for e in journal.query(limit=100)]
+        # The backtest's view of the run: the evaluator over what Prometheus recorded.
+        data = sli_from_prometheus(prom.url, cost_slo, started, time.time(), 2.0)
+        result.cost_episodes = [
+            {"tier": e.tier, "start": e.start, "end": e.end}
+            for e in evaluate(cost_slo, data).episodes
+            if e.severity == "page"
+        ]
         if out is not None:
             result.report = write_report(out, prom, result, long_w, short_w, started, time.time())
     return result
 
 
-def _active_at(prom: Prometheus, tier: str) -> float | None:
+def _active_at(prom: Prometheus, tier: str, slo: str = SLO) -> float | None:
     """When Prometheus started firing the tier's alert (``activeAt``), not when we polled."""
     from datetime import datetime
 
     for alert in prom.api("alerts")["alerts"]:
         labels = alert["labels"]
-        if labels.get("tier") == tier and alert["state"] == "firing":
+        if labels.get("tier") == tier and labels.get("slo") == slo and alert["state"] == "firing":
             return datetime.fromisoformat(alert["activeAt"].replace("Z", "+00:00")).timestamp()
     return None
 

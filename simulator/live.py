@@ -19,7 +19,14 @@ from collectors import Agent, AgentServer, GpuCollector
 from collectors.backends import SimBackend
 
 from .fleet import Fleet
-from .offline import TWIN_READY, TWIN_REPLICAS, Recorder, gpu_series, request_series
+from .offline import (
+    TWIN_READY,
+    TWIN_REPLICAS,
+    Recorder,
+    attribution_series,
+    gpu_series,
+    request_series,
+)
 from .scenario import Scenario
 
 
@@ -113,6 +120,9 @@ class LiveTwin:
                 rec.add(TWIN_REPLICAS, TWIN_REPLICAS, labels, len(state.replicas))
                 ready = sum(1 for r in state.replicas if r.ready_at <= self.fleet.t)
                 rec.add(TWIN_READY, TWIN_READY, labels, ready)
+            # Placement, as the agents' kubelet attribution and kube-state-metrics would give
+            # it (the simulated agents have no kubelet to ask).
+            attribution_series(rec, self.fleet)
             if not self.agents:
                 gpu_series(rec, self.fleet)
         lines = []

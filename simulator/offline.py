@@ -111,26 +111,6 @@ def gpu_series(rec: Recorder, fleet: Fleet) -> None:
     for gpu in fleet.gpus:
         ident = {c.LABEL_GPU: str(gpu.index), c.LABEL_UUID: gpu.uuid, c.LABEL_HOSTNAME: gpu.node}
         rec.add(c.GPU_UP.name, c.GPU_UP.name, ident, 0.0 if gpu.lost else 1.0)
-        holders: list[tuple[str, int, dict[str, str]]] = []
-        if gpu.pool is not None and gpu.replica is not None:
-            holders.append((gpu.pool, gpu.replica, {}))
-        for slot in gpu.slices:  # a MIG instance: its id and profile, as the agent labels it
-            if slot.pool is not None and slot.replica is not None:
-                mig = {c.LABEL_GPU_I_ID: str(slot.index), c.LABEL_GPU_I_PROFILE: slot.profile}
-                holders.append((slot.pool, slot.replica, mig))
-        for pool, replica, mig in holders:
-            state = fleet.pools[pool]
-            rec.add(
-                c.GPU_POD_INFO.name,
-                c.GPU_POD_INFO.name,
-                {
-                    **ident,
-                    **mig,
-                    c.LABEL_NAMESPACE: state.spec.namespace,
-                    c.LABEL_POD: pod_name(pool, replica),
-                },
-                1.0,
-            )
         if "noisy_neighbour" in gpu.faults:  # a process of no serving pod shares the GPU
             rec.add(
                 c.GPU_PROCESS_INFO.name,
@@ -171,6 +151,44 @@ def gpu_series(rec: Recorder, fleet: Fleet) -> None:
                 {**ident, c.LABEL_XID: str(xid)},
                 count,
             )
+
+
+def attribution_series(rec: Recorder, fleet: Fleet) -> None:
+    """What the agent and kube-state-metrics would say about placement: each GPU or MIG
+    instance a replica pod holds (``gpuslo_gpu_pod_info``), which model each pod serves
+    (``gpuslo_twin_replica_info``), and CPU replicas' resource requests."""
+    for gpu in fleet.gpus:
+        ident = {c.LABEL_GPU: str(gpu.index), c.LABEL_UUID: gpu.uuid, c.LABEL_HOSTNAME: gpu.node}
+        holders: list[tuple[str, int, dict[str, str]]] = []
+        if gpu.pool is not None and gpu.replica is not None:
+            holders.append((gpu.pool, gpu.replica, {}))
+        for slot in gpu.slices:  # a MIG instance: its id and profile, as the agent labels it
+            if slot.pool is not None and slot.replica is not None:
+                mig = {c.LABEL_GPU_I_ID: str(slot.index), c.LABEL_GPU_I_PROFILE: slot.profile}
+                holders.append((slot.pool, slot.replica, mig))
+        for pool, replica, mig in holders:
+            namespace = fleet.pools[pool].spec.namespace
+            labels = {
+                **ident,
+                **mig,
+                c.LABEL_NAMESPACE: namespace,
+                c.LABEL_POD: pod_name(pool, replica),
+            }
+            rec.add(c.GPU_POD_INFO.name, c.GPU_POD_INFO.name, labels, 1.0)
+    for name, state in fleet.pools.items():
+        spec = state.spec
+        for i in range(len(state.replicas)):
+            pod = {c.LABEL_NAMESPACE: spec.namespace, c.LABEL_POD: pod_name(name, i)}
+            info = {**pod, c.LABEL_MODEL: spec.model, "pool": name}
+            rec.add(TWIN_REPLICA_INFO, TWIN_REPLICA_INFO, info, 1.0)
+            if state.gpu_pool:
+                continue
+            for resource, unit, value in (  # CPU replicas, as kube-state-metrics has them
+                ("cpu", "core", float(getattr(spec, "vcpus_per_replica", 0))),
+                ("memory", "byte", getattr(spec, "memory_gib_per_replica", 0) * 2**30),
+            ):
+                labels = {**pod, c.LABEL_CONTAINER: "server", "resource": resource, "unit": unit}
+                rec.add(c.KSM_POD_REQUESTS, c.KSM_POD_REQUESTS, labels, value)
 
 
 def fabric_series(rec: Recorder, fleet: Fleet) -> None:
@@ -246,37 +264,8 @@ def run_offline(
             request_series(rec, pool, tenant, tot)
         gpu_series(rec, fleet)
         fabric_series(rec, fleet)
+        attribution_series(rec, fleet)
         for name, state in fleet.pools.items():
-            if not state.gpu_pool:  # CPU replicas: their requests, as kube-state-metrics has them
-                spec = state.spec
-                for i in range(len(state.replicas)):
-                    pod = {
-                        c.LABEL_NAMESPACE: spec.namespace,
-                        c.LABEL_POD: pod_name(name, i),
-                        c.LABEL_CONTAINER: "server",
-                    }
-                    for resource, unit, value in (
-                        ("cpu", "core", float(getattr(spec, "vcpus_per_replica", 0))),
-                        ("memory", "byte", getattr(spec, "memory_gib_per_replica", 0) * 2**30),
-                    ):
-                        rec.add(
-                            c.KSM_POD_REQUESTS,
-                            c.KSM_POD_REQUESTS,
-                            {**pod, "resource": resource, "unit": unit},
-                            value,
-                        )
-            for i in range(len(state.replicas)):
-                rec.add(
-                    TWIN_REPLICA_INFO,
-                    TWIN_REPLICA_INFO,
-                    {
-                        c.LABEL_NAMESPACE: state.spec.namespace,
-                        c.LABEL_POD: pod_name(name, i),
-                        c.LABEL_MODEL: state.spec.model,
-                        "pool": name,
-                    },
-                    1.0,
-                )
             labels = {"pool": name, c.LABEL_NAMESPACE: state.spec.namespace}
             rec.add(TWIN_REPLICAS, TWIN_REPLICAS, labels, len(state.replicas))
             rec.add(

@@ -35,6 +35,13 @@ def test_the_loop_closes_one_page_one_action_recovery(tmp_path):
     assert scaled[0]["plan"]["before"] == 3 and scaled[0]["plan"]["after"] == 8
     assert result.action_at is not None and result.action_at >= result.alert_at - 1
     assert result.recovered_at is not None and result.recovered_at < result.fault_end, log
+    # The price of the action: the scaled-out pool costs more than the cost SLO's $30/h, so
+    # that SLO pages after the scale-out (never before), and the evaluator over the run's
+    # recordings, as a backtest would, finds the same page.
+    assert result.cost_alert_at is not None, log
+    assert result.cost_alert_at >= result.action_at - 2, (result.cost_alert_at, result.action_at)
+    assert result.cost_episodes, log
+    assert all(e["start"] >= result.action_at - 4 for e in result.cost_episodes)
     report = (tmp_path / "report" / "index.html").read_text()
     assert "the loop closing" in report and "burn-rate.png" in report
     assert (tmp_path / "report" / "burn-rate.png").stat().st_size > 1000
