@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from gpuslo import conventions as c
-from slo_engine.history import _get
+from slo_engine.history import instant, on_grid, range_series
 
 from .allocation import (
     IDLE,
@@ -44,35 +43,11 @@ class Window:
 
 
 def _range(url: str, expr: str, w: Window) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    chunk = 10_000
-    for lo in range(0, w.n, chunk):
-        hi = min(w.n, lo + chunk)
-        params = urllib.parse.urlencode(
-            {
-                "query": expr,
-                "start": repr(w.start + lo * w.step),
-                "end": repr(w.start + (hi - 1) * w.step),
-                "step": repr(w.step),
-            }
-        )
-        result = _get(f"{url.rstrip('/')}/api/v1/query_range?{params}", 300)["data"]["result"]
-        out.extend(result)
-    return out
-
-
-def _instant(url: str, expr: str, at: float) -> list[dict[str, Any]]:
-    params = urllib.parse.urlencode({"query": expr, "time": repr(at)})
-    return list(_get(f"{url.rstrip('/')}/api/v1/query?{params}", 300)["data"]["result"])
+    return range_series(url, expr, w.start, w.end, w.step)
 
 
 def _grid(series: dict[str, Any], w: Window) -> np.ndarray[Any, np.dtype[np.float64]]:
-    values = np.full(w.n, np.nan)
-    for t, v in series["values"]:
-        k = round((float(t) - w.start) / w.step)
-        if 0 <= k < w.n:
-            values[k] = float(v)
-    return values
+    return on_grid(series, w.start, w.step, w.n)
 
 
 def load_fleet(url: str, catalog: PriceCatalog, w: Window) -> list[GpuHistory]:
@@ -94,18 +69,17 @@ def load_fleet(url: str, catalog: PriceCatalog, w: Window) -> list[GpuHistory]:
         mig_util[(m.get(c.LABEL_UUID, ""), m.get(c.LABEL_GPU_I_ID, ""))] = _grid(s, w)
     by = "UUID, namespace, pod, GPU_I_ID, GPU_I_PROFILE"
     holds = _range(url, f"max by ({by}) ({c.GPU_POD_INFO.name})", w)
+    held_at = [np.isfinite(_grid(s, w)).astype(np.float64) for s in holds]
     whole: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
-    for s in holds:  # how many pods hold each whole GPU at each step (time-slicing)
+    for s, held in zip(holds, held_at, strict=True):  # pods holding each whole GPU (slicing)
         if not s["metric"].get(c.LABEL_GPU_I_PROFILE):
-            held = np.isfinite(_grid(s, w)).astype(np.float64)
             uuid = s["metric"].get(c.LABEL_UUID, "")
             whole[uuid] = whole.get(uuid, np.zeros(w.n)) + held
-    for s in holds:
+    for s, held in zip(holds, held_at, strict=True):
         m = s["metric"]
         g = gpus.get(m.get(c.LABEL_UUID, ""))
         if g is None:
             continue
-        held = np.isfinite(_grid(s, w)).astype(np.float64)
         profile = m.get(c.LABEL_GPU_I_PROFILE)
         if profile:
             share = held * catalog.mig_fraction(profile)
@@ -145,7 +119,7 @@ def load_traffic(
     rng = f"[{round(w.seconds)}s]"
     at = w.end
     pods = {}
-    for r in _instant(
+    for r in instant(
         url, f'group by (namespace, pod, model) (last_over_time({{model!="",pod!=""}}{rng}))', at
     ):
         m = r["metric"]
@@ -169,7 +143,7 @@ def load_traffic(
     for name, expr in queries.items():
         counts[name] = {
             (r["metric"].get("model", ""), r["metric"].get("tenant", "")): float(r["value"][1])
-            for r in _instant(url, expr, at)
+            for r in instant(url, expr, at)
         }
     return pods, counts
 

@@ -488,22 +488,17 @@ def check(
 ) -> list[tuple[str, str, str]]:
     """Run every panel query (variables substituted) as a range query; returns the
     (dashboard, panel, expr) of every query that returned no data or failed."""
-    import urllib.parse
-
-    from slo_engine.history import HistoryError, _get
+    from slo_engine.history import HistoryError, range_series
 
     missing = []
     for name, model in dashboards.items():
         for title, expr in panel_queries(model):
             query = substitute(expr, values)
-            params = urllib.parse.urlencode(
-                {"query": query, "start": repr(start), "end": repr(end), "step": repr(step)}
-            )
             try:
-                result = _get(f"{url.rstrip('/')}/api/v1/query_range?{params}", 120)
+                result = range_series(url, query, start, end, step, timeout=120)
             except HistoryError as err:
                 missing.append((name, title, f"{query}: {err}"))
                 continue
-            if not any(s.get("values") for s in result["data"]["result"]):
+            if not any(s.get("values") for s in result):
                 missing.append((name, title, query))
     return missing

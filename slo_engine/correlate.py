@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -475,10 +475,13 @@ class Radius:
     pools: list[str]
 
 
-def blast_radius(
-    query: Callable[[str, float], list[dict[str, Any]]], model: str, start: float, end: float
-) -> Radius:
+def blast_radius(url: str, model: str, start: float, end: float) -> Radius:
     """Pods, GPUs, nodes and pools serving ``model`` at any time in [start, end]."""
+    from .history import instant
+
+    def query(expr: str, at: float) -> list[dict[str, Any]]:
+        return instant(url, expr, at, timeout=120)
+
     span = max(60, int(end - start))
     at = end
     pods = query(
@@ -507,7 +510,7 @@ def blast_radius(
 
 
 def candidates_from_prometheus(
-    query_range: Callable[[str, float, float, float], list[dict[str, Any]]],
+    url: str,
     radius: Radius,
     start: float,
     end: float,
@@ -515,6 +518,8 @@ def candidates_from_prometheus(
     signals: Sequence[Signal] = SIGNALS,
 ) -> tuple[Array, list[Candidate]]:
     """Every signal's series over the radius, on one time grid."""
+    from .history import on_grid, range_series
+
     n = round((end - start) / step) + 1
     times = start + step * np.arange(n, dtype=np.float64)
     out = []
@@ -527,13 +532,10 @@ def candidates_from_prometheus(
     }
     for signal in signals:
         expr = signal.expr.format(**fill)
-        for series in query_range(expr, start, end, step):
-            values = np.full(n, np.nan)
-            for t, v in series["values"]:
-                k = round((float(t) - start) / step)
-                if 0 <= k < n:
-                    values[k] = float(v)
-            out.append(Candidate(signal, dict(series["metric"]), values, expr))
+        for series in range_series(url, expr, start, end, step):
+            out.append(
+                Candidate(signal, dict(series["metric"]), on_grid(series, start, step, n), expr)
+            )
     # Where the history starts: the first sample of any always-present signal (GPU up, port
     # state, ready replicas). Before it, nothing is known; after it, a counter or info series
     # without a sample means "none" (no XID yet, no foreign process).
@@ -582,7 +584,7 @@ def explain(
     """Rank the probable causes of ``slo`` burning at ``at`` (a time inside a burn episode, or
     its start), from the Prometheus at ``url``."""
     from .evaluator import evaluate
-    from .history import HistoryError, _get, query_range, sli_from_prometheus
+    from .history import HistoryError, sli_from_prometheus
 
     model = dict(slo.selector).get("model") if slo.selector else None
     if not model:
@@ -601,22 +603,7 @@ def explain(
     sli_times, (ratio,) = trim(ts, [ev.error_ratio[base]])
     onset = onset_of(np.nan_to_num(ratio), sli_times, detected)
 
-    def instant(expr: str, when: float) -> list[dict[str, Any]]:
-        import urllib.parse
-
-        params = urllib.parse.urlencode({"query": expr, "time": repr(when)})
-        return list(_get(f"{url.rstrip('/')}/api/v1/query?{params}", 120)["data"]["result"])
-
-    def matrix(expr: str, lo: float, hi: float, st: float) -> list[dict[str, Any]]:
-        import urllib.parse
-
-        params = urllib.parse.urlencode(
-            {"query": expr, "start": repr(lo), "end": repr(hi), "step": repr(st)}
-        )
-        return list(_get(f"{url.rstrip('/')}/api/v1/query_range?{params}", 300)["data"]["result"])
-
-    del query_range
     lo, hi = onset - SEARCH_BEFORE - BEFORE, onset + SEARCH_AFTER + AFTER
-    radius = blast_radius(instant, model, lo, hi)
-    times, cands = candidates_from_prometheus(matrix, radius, lo, hi, step)
+    radius = blast_radius(url, model, lo, hi)
+    times, cands = candidates_from_prometheus(url, radius, lo, hi, step)
     return Explanation(slo.name, detected, onset, radius, rank(cands, times, onset), len(cands))

@@ -26,6 +26,70 @@ class HistoryError(Exception):
     """History that cannot be read: one line for the user."""
 
 
+Series = dict[str, Any]  # one result series of the Prometheus HTTP API
+
+
+def steps(start: float, end: float, step: float) -> int:
+    """Evaluation times ``start + k * step`` up to ``end``."""
+    return math.floor((end - start) / step + 1e-9) + 1
+
+
+def range_series(
+    url: str,
+    expr: str,
+    start: float,
+    end: float,
+    step: float,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 300.0,
+) -> list[Series]:
+    """Every series ``expr`` returns at ``start + k * step`` up to ``end``, fetched in chunks
+    under Prometheus' points-per-series limit and joined back per label set."""
+    n = steps(start, end, step)
+    joined: dict[tuple[tuple[str, str], ...], Series] = {}
+    for lo in range(0, n, MAX_POINTS):
+        hi = min(n, lo + MAX_POINTS)
+        params = {
+            "query": expr,
+            "start": repr(start + lo * step),
+            "end": repr(start + (hi - 1) * step),
+            "step": repr(step),
+        }
+        body = get_json(
+            f"{url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}", timeout
+        )
+        for series in body["data"]["result"]:
+            key = tuple(sorted(series["metric"].items()))
+            if key in joined:
+                joined[key]["values"].extend(series["values"])
+            else:
+                joined[key] = {"metric": series["metric"], "values": list(series["values"])}
+        if progress is not None:
+            progress(hi - lo)
+    return list(joined.values())
+
+
+def instant(url: str, expr: str, at: float, timeout: float = 300.0) -> list[Series]:
+    """The series ``expr`` returns at ``at``."""
+    params = urllib.parse.urlencode({"query": expr, "time": repr(at)})
+    return list(get_json(f"{url.rstrip('/')}/api/v1/query?{params}", timeout)["data"]["result"])
+
+
+def on_grid(
+    series: Series | list[Series], start: float, step: float, n: int
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The samples of one series (or the sum of several) on the grid ``start + k * step``,
+    NaN where there is none."""
+    values = np.full(n, np.nan)
+    for s in series if isinstance(series, list) else [series]:
+        for t, v in s["values"]:
+            k = round((float(t) - start) / step)
+            if 0 <= k < n:
+                value = float(v)
+                values[k] = value if np.isnan(values[k]) else values[k] + value
+    return values
+
+
 def query_range(
     url: str,
     expr: str,
@@ -37,34 +101,12 @@ def query_range(
 ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], int]:
     """Values of ``expr`` at ``start + k * step`` up to ``end`` (NaN where it had none), and
     the number of series it returned (0 or 1 expected; several are summed)."""
-    n = math.floor((end - start) / step + 1e-9) + 1
-    values = np.full(n, np.nan)
-    seen = 0
-    for lo in range(0, n, MAX_POINTS):
-        hi = min(n, lo + MAX_POINTS)
-        params = {
-            "query": expr,
-            "start": repr(start + lo * step),
-            "end": repr(start + (hi - 1) * step),
-            "step": repr(step),
-        }
-        body = _get(
-            f"{url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}", timeout
-        )
-        result = body["data"]["result"]
-        seen = max(seen, len(result))
-        for series in result:
-            for t, v in series["values"]:
-                k = round((float(t) - start) / step)
-                if 0 <= k < n:
-                    value = float(v)
-                    values[k] = value if np.isnan(values[k]) else values[k] + value
-        if progress is not None:
-            progress(hi - lo)
-    return values, seen
+    found = range_series(url, expr, start, end, step, progress, timeout)
+    return on_grid(found, start, step, steps(start, end, step)), len(found)
 
 
-def _get(url: str, timeout: float) -> Any:
+def get_json(url: str, timeout: float) -> Any:
+    """A Prometheus HTTP API answer; HistoryError with one line for anything else."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = json.load(resp)
