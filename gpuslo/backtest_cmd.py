@@ -206,7 +206,7 @@ def _histories(
     if args.data:
         tables = [p for p in args.data if p.suffix in (".csv", ".parquet")]
         metrics = [p for p in args.data if p not in tables]
-        for p in args.data:
+        for p in tables:  # OpenMetrics files are checked where they are loaded
             if not p.is_file():
                 raise HistoryError(f"{p}: no such file")
         if tables and metrics:
@@ -242,31 +242,16 @@ def _from_openmetrics(
     rule_files: list[Path] = (),  # type: ignore[assignment]
     interval: str = "1m",
 ) -> Any:
-    import tempfile
+    from slo_engine.history import openmetrics_prometheus, sli_from_prometheus
 
-    from gpuslo.promlab import LabError, Prometheus
-    from slo_engine.history import HistoryError, sli_from_prometheus
-
-    with tempfile.TemporaryDirectory(prefix="gpuslo-backtest-") as tmp:
-        try:
-            with Prometheus(Path(tmp) / "prom") as prom:
-                for path in paths:
-                    prom.backfill_openmetrics(path)
-                prom.restart()
-                span = prom.block_span()
-                if span is None:
-                    raise HistoryError("--data: no samples in the files")
-                first, last = span
-                if rule_files:
-                    prom.backfill_rules(_recording_rules(rule_files), first, last, interval)
-                for slo in slos:
-                    lo = start if start is not None else first
-                    hi = end if end is not None else last
-                    aligned = lo - math.floor(slo.period / step) * step
-                    data = sli_from_prometheus(prom.url, slo, max(first, aligned), hi, step)
-                    yield slo, data, lo, hi, prom.url
-        except LabError as err:
-            raise HistoryError(f"--data: {err}") from None
+    rules = _recording_rules(rule_files) if rule_files else None
+    with openmetrics_prometheus(paths, rules, interval) as (url, first, last):
+        for slo in slos:
+            lo = start if start is not None else first
+            hi = end if end is not None else last
+            aligned = lo - math.floor(slo.period / step) * step
+            data = sli_from_prometheus(url, slo, max(first, aligned), hi, step)
+            yield slo, data, lo, hi, url
 
 
 def _recording_rules(paths: list[Path]) -> list[dict[str, Any]]:

@@ -185,30 +185,12 @@ def _from_files(
     step: float,
     ttft: float | None,
 ) -> tuple[Any, Any, Any]:
-    import tempfile
-
     from cost_model.report import build
-    from gpuslo.promlab import LabError, Prometheus
-    from slo_engine.history import HistoryError
+    from slo_engine.history import openmetrics_prometheus
 
-    for p in args.data:
-        if not p.is_file():
-            raise HistoryError(f"{p}: no such file")
-    with tempfile.TemporaryDirectory(prefix="gpuslo-cost-") as tmp:
-        try:
-            with Prometheus(Path(tmp) / "prom") as prom:
-                for p in args.data:
-                    prom.backfill_openmetrics(p)
-                prom.restart()
-                span = prom.block_span()
-                if span is None:
-                    raise HistoryError("--data: no samples in the files")
-                window = _window(
-                    start if start is not None else span[0],
-                    end if end is not None else span[1],
-                    step,
-                )
-                costs, table = build(prom.url, catalog, window, args.share_idle, ttft)
-                return costs, table, window
-        except LabError as err:
-            raise HistoryError(f"--data: {err}") from None
+    with openmetrics_prometheus(args.data) as (url, first, last):
+        window = _window(
+            start if start is not None else first, end if end is not None else last, step
+        )
+        costs, table = build(url, catalog, window, args.share_idle, ttft)
+        return costs, table, window

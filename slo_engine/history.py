@@ -5,12 +5,13 @@ of base rates (CSV or Parquet: ``timestamp, slo, errors, requests``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,38 @@ def get_json(url: str, timeout: float) -> Any:
     if body.get("status") != "success":
         raise HistoryError(f"Prometheus: {body.get('error', 'query failed')}")
     return body
+
+
+@contextlib.contextmanager
+def openmetrics_prometheus(
+    paths: Sequence[Path],
+    recording_rules: list[dict[str, Any]] | None = None,
+    interval: str = "1m",
+) -> Iterator[tuple[str, float, float]]:
+    """A throwaway loopback Prometheus holding OpenMetrics history files, and the recording
+    rules evaluated over them at ``interval``: yields its URL and the first and last sample
+    times. Stopped and removed afterwards."""
+    import tempfile
+
+    from gpuslo.promlab import LabError, Prometheus
+
+    for path in paths:
+        if not path.is_file():
+            raise HistoryError(f"{path}: no such file")
+    with tempfile.TemporaryDirectory(prefix="gpuslo-history-") as tmp:
+        try:
+            with Prometheus(Path(tmp) / "prom") as prom:
+                for path in paths:
+                    prom.backfill_openmetrics(path)
+                prom.restart()
+                span = prom.block_span()
+                if span is None:
+                    raise HistoryError("--data: no samples in the files")
+                if recording_rules:
+                    prom.backfill_rules(recording_rules, span[0], span[1], interval)
+                yield prom.url, span[0], span[1]
+        except LabError as err:
+            raise HistoryError(f"--data: {err}") from None
 
 
 def sli_from_prometheus(
