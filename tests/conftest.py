@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,36 @@ def run_gpuslo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def otlp_agent(*extra: str) -> Iterator[tuple[str, str]]:
+    """A real ``gpuslo agent`` serving /metrics and OTLP/HTTP on loopback (no GPU or fabric
+    collectors); yields its /metrics and /v1/metrics URLs and checks it exits cleanly."""
+    port, otlp_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gpuslo",
+            "agent",
+            "--no-collector.gpu",
+            "--no-collector.infiniband",
+            f"--listen=127.0.0.1:{port}",
+            f"--otlp-listen=127.0.0.1:{otlp_port}",
+            "--interval=0.1",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{otlp_port}/v1/metrics"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err.decode()
 
 
 def need(binary: str) -> str:

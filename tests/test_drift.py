@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from drift.job import alert_rules, exposition, load_frame, run, split_windows
 from simulator.offline import run_offline
 from simulator.scenario import load_scenario
-from tests.conftest import free_port, need, run_gpuslo, wait_http
+from tests.conftest import need, otlp_agent, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
 START = 1_790_000_000.0
@@ -51,24 +50,7 @@ def test_the_prompt_shift_is_found_and_only_there(samples):
 
 @pytest.mark.component
 def test_cli_pushes_to_the_agent_writes_reports_and_rules(samples, tmp_path):
-    port, otlp = free_port(), free_port()
-    agent = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gpuslo",
-            "agent",
-            "--no-collector.gpu",
-            "--no-collector.infiniband",
-            f"--listen=127.0.0.1:{port}",
-            f"--otlp-listen=127.0.0.1:{otlp}",
-            "--interval=0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+    with otlp_agent() as (metrics_url, otlp_url):
         proc = run_gpuslo(
             "drift",
             "run",
@@ -81,7 +63,7 @@ def test_cli_pushes_to_the_agent_writes_reports_and_rules(samples, tmp_path):
             "--model",
             "llama-3-8b",
             "--push",
-            f"http://127.0.0.1:{otlp}",
+            otlp_url,
             "-o",
             str(tmp_path / "report"),
             timeout=120,
@@ -90,14 +72,11 @@ def test_cli_pushes_to_the_agent_writes_reports_and_rules(samples, tmp_path):
         assert "llama-3-8b: DRIFT" in proc.stdout
         deadline = time.monotonic() + 5
         while True:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            with urllib.request.urlopen(metrics_url, timeout=5) as r:
                 text = r.read().decode()
             if "gpuslo_drift_dataset_detected" in text or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-    finally:
-        agent.terminate()
-        agent.communicate(timeout=10)
     assert 'gpuslo_drift_detected{feature="prompt_tokens",model="llama-3-8b"} 1\n' in text
     assert 'gpuslo_drift_dataset_detected{model="llama-3-8b"} 1\n' in text
     html = (tmp_path / "report" / "drift-llama-3-8b.html").read_text()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -28,7 +26,7 @@ from collectors.otlp import (
     outcome_of,
 )
 from collectors.tenants import TenantCap
-from tests.conftest import free_port, wait_http
+from tests.conftest import otlp_agent
 
 DURATION = "gen_ai_server_request_duration_seconds"
 BOUNDS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
@@ -71,30 +69,8 @@ def true_cumulative(values: list[float], bounds: list[float]) -> list[int]:
 @pytest.fixture
 def agent():
     """A real ``gpuslo agent`` serving /metrics and OTLP/HTTP on loopback."""
-    port, otlp_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gpuslo",
-            "agent",
-            "--no-collector.gpu",
-            "--no-collector.infiniband",
-            f"--listen=127.0.0.1:{port}",
-            f"--otlp-listen=127.0.0.1:{otlp_port}",
-            "--interval=0.1",
-            "--tenant-cap=2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{otlp_port}/v1/metrics"
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-        assert proc.returncode == 0, err.decode()
+    with otlp_agent("--tenant-cap=2") as urls:
+        yield urls
 
 
 def settle(metrics_url: str, name: str, want_count: float, **labels: str):
