@@ -8,6 +8,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,7 @@ def _from_openmetrics(
     start: float | None,
     end: float | None,
     step: float,
-    rule_files: list[Path] = (),  # type: ignore[assignment]
+    rule_files: Sequence[Path] = (),
     interval: str = "1m",
 ) -> Any:
     from slo_engine.history import openmetrics_prometheus, sli_from_prometheus
@@ -254,7 +255,7 @@ def _from_openmetrics(
             yield slo, data, lo, hi, url
 
 
-def _recording_rules(paths: list[Path]) -> list[dict[str, Any]]:
+def _recording_rules(paths: Sequence[Path]) -> list[dict[str, Any]]:
     """The recording rules of rule files (alerting rules are left out: promtool backfills
     recordings only)."""
     import yaml
