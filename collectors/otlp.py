@@ -55,6 +55,7 @@ from gpuslo import conventions as c
 
 from .exposition import add, family
 from .server import BackgroundHTTPServer
+from .servers import CANONICAL_HELP
 from .tenants import TenantCap
 
 log = logging.getLogger(__name__)
@@ -529,7 +530,7 @@ class OtlpReceiver:
         for (name, labels), bounds, cum, total, count in sorted(hists, key=lambda h: h[0]):
             fam = families.get(name)
             if fam is None:
-                fam = families[name] = Metric(name, _HELP[name], "histogram")
+                fam = families[name] = Metric(name, CANONICAL_HELP[name], "histogram")
             base = dict(labels)
             for bound, n in zip(bounds, cum, strict=False):
                 le = repr(round(bound, 12))
@@ -542,7 +543,7 @@ class OtlpReceiver:
         for (name, labels), value in sorted(counters):
             fam = families.get(name)
             if fam is None:
-                fam = families[name] = Metric(name, _HELP[name], "counter")
+                fam = families[name] = Metric(name, CANONICAL_HELP[name], "counter")
             fam.samples.append(PromSample(name, dict(labels), value, None, None))
         for (name, labels), value in sorted(gauges):
             fam = families.get(name)
@@ -573,15 +574,6 @@ def _count_points(metric: Any, kind: str | None) -> int:
     if kind is None:
         return 0
     return len(getattr(metric, kind).data_points)
-
-
-_HELP = {
-    c.REQUEST_DURATION: "End-to-end request duration (s), from the inference server.",
-    c.TIME_TO_FIRST_TOKEN: "Time to first token (s), from the inference server.",
-    c.TIME_PER_OUTPUT_TOKEN: "Time per output token (s), from the inference server.",
-    c.REQUESTS_TOTAL: "Requests by outcome, from the inference server.",
-    c.TOKEN_USAGE_TOTAL: "Tokens by type (input, output), from the inference server.",
-}
 
 
 # --------------------------------------------------------------------------- OTLP/HTTP

@@ -443,7 +443,9 @@ class ServerCollector:
                 fam_name, kind = _family_of(name)
                 metric = families.get(fam_name)
                 if metric is None:
-                    metric = families[fam_name] = Metric(fam_name, _HELP.get(fam_name, ""), kind)
+                    metric = families[fam_name] = Metric(
+                        fam_name, CANONICAL_HELP.get(fam_name, ""), kind
+                    )
                 metric.samples.append(PromSample(name, dict(lbls), value, None, None))
         for url in set(self.errors) - {t.url for t in targets}:
             del self.errors[url]  # a target that went away (a deleted pod)
@@ -461,7 +463,7 @@ _HISTOGRAMS = {
     c.REQUEST_DURATION,
     c.SERVER_QUEUE_TIME.name,
 }
-_HELP = {
+CANONICAL_HELP = {  # help text of the canonical series, shared with the OTLP receiver
     c.TIME_TO_FIRST_TOKEN: "Time to first token (s), from the inference server.",
     c.TIME_PER_OUTPUT_TOKEN: "Time per output token (s), from the inference server.",
     c.REQUEST_DURATION: "End-to-end request duration (s), from the inference server.",
