@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps test lint demo bench golden clean
+.PHONY: setup system-deps test lint typecheck-tree wheel-check demo bench golden clean
 
 setup: $(STAMP) system-deps
 
@@ -30,12 +30,19 @@ system-deps:
 test: setup
 	$(BIN)/pytest -q
 
-lint: setup
+# The folders are the subpackages of gpuslo (pyproject's package-dir); mypy names modules by
+# path, so it reads them through a tree of links laid out as the installed wheel is.
+FOLDERS := collectors slo_engine cost_model drift dashboards alerts runbooks remediation simulator examples
+typecheck-tree:
+	@rm -rf build/typecheck && mkdir -p build/typecheck/gpuslo
+	@for e in gpuslo/*; do ln -s ../../../$$e build/typecheck/gpuslo/; done
+	@for f in $(FOLDERS); do ln -s ../../../$$f build/typecheck/gpuslo/$$f; done
+
+lint: setup typecheck-tree
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Until the twin lands: the agent on the sim backend for a few seconds, then one scrape.
 # The whole loop on loopback (twin, agents, Prometheus, Alertmanager, remediation hook), about
 # five minutes; the report lands in demo-report/index.html.
 demo: setup
@@ -53,5 +60,9 @@ bench: setup
 	$(BIN)/python bench/evaluator.py --write docs/benchmarks.md
 	$(BIN)/python bench/correlation.py --seeds 10 --write docs/benchmarks.md
 
+# What a user installs: the wheel, non-editable, in a fresh virtualenv, run outside the checkout.
+wheel-check: setup
+	bash .ci/wheel-check
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist

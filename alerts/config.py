@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from slo_engine.model import SLO
-from slo_engine.rules import ALERT_NO_DATA, inhibit_rules
+from gpuslo.slo_engine.model import SLO
+from gpuslo.slo_engine.rules import ALERT_NO_DATA, inhibit_rules
 
 HOOK = "gpuslo-remediation"
 

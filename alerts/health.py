@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuslo import conventions as c
-from slo_engine.rules import DEFAULT_RUNBOOK_BASE
+from gpuslo.foundation import conventions as c
+from gpuslo.slo_engine.rules import DEFAULT_RUNBOOK_BASE
 
 
 def _alert(

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import psutil
 
-from gpuslo.promlab import free_port
-from simulator import IbPort, write_infiniband_tree
+from gpuslo.foundation.promlab import free_port
+from gpuslo.simulator import IbPort, write_infiniband_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- agent_scrape:begin -->", "<!-- agent_scrape:end -->"

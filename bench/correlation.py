@@ -31,15 +31,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.results import write_block  # noqa: E402
-from gpuslo.promlab import Prometheus  # noqa: E402
-from simulator.fleet import Fleet  # noqa: E402
-from simulator.offline import run_offline  # noqa: E402
-from simulator.scenario import Scenario, load_scenario  # noqa: E402
-from slo_engine import load_specs  # noqa: E402
-from slo_engine.correlate import SIGNALS, Candidate, explain, rank  # noqa: E402
-from slo_engine.durations import format_duration, parse_duration  # noqa: E402
-from slo_engine.evaluator import evaluate  # noqa: E402
-from slo_engine.history import sli_from_prometheus  # noqa: E402
+from gpuslo.foundation.durations import format_duration, parse_duration  # noqa: E402
+from gpuslo.foundation.promlab import Prometheus  # noqa: E402
+from gpuslo.simulator.fleet import Fleet  # noqa: E402
+from gpuslo.simulator.offline import run_offline  # noqa: E402
+from gpuslo.simulator.scenario import Scenario, load_scenario  # noqa: E402
+from gpuslo.slo_engine import load_specs  # noqa: E402
+from gpuslo.slo_engine.correlate import SIGNALS, Candidate, explain, rank  # noqa: E402
+from gpuslo.slo_engine.evaluator import evaluate  # noqa: E402
+from gpuslo.slo_engine.history import sli_from_prometheus  # noqa: E402
 
 SCENARIOS = (
     "thermal-throttling",

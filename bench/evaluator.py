@@ -31,10 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.results import write_block  # noqa: E402
-from gpuslo.promlab import Prometheus  # noqa: E402
-from slo_engine import load_specs  # noqa: E402
-from slo_engine.evaluator import SliData, evaluate  # noqa: E402
-from slo_engine.rules import ERRORS, REQUESTS, recording_rules  # noqa: E402
+from gpuslo.foundation.promlab import Prometheus  # noqa: E402
+from gpuslo.slo_engine import load_specs  # noqa: E402
+from gpuslo.slo_engine.evaluator import SliData, evaluate  # noqa: E402
+from gpuslo.slo_engine.rules import ERRORS, REQUESTS, recording_rules  # noqa: E402
 
 STEP = 60.0
 

@@ -36,12 +36,12 @@ import psutil
 import yaml
 from results import write_block
 
-from gpuslo.promlab import Prometheus, backfill_openmetrics, binary
-from slo_engine import rule_groups
-from slo_engine.model import SLO
-from slo_engine.native import load_native
-from slo_engine.rules import ERRORS, REQUESTS
-from slo_engine.yamlpos import load_documents
+from gpuslo.foundation.promlab import Prometheus, backfill_openmetrics, binary
+from gpuslo.foundation.yamlpos import load_documents
+from gpuslo.slo_engine import rule_groups
+from gpuslo.slo_engine.model import SLO
+from gpuslo.slo_engine.native import load_native
+from gpuslo.slo_engine.rules import ERRORS, REQUESTS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86400

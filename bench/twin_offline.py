@@ -22,8 +22,8 @@ import psutil
 import yaml
 from results import write_block
 
-from simulator.offline import run_offline
-from simulator.scenario import load_scenario
+from gpuslo.simulator.offline import run_offline
+from gpuslo.simulator.scenario import load_scenario
 
 
 def scenario(days: int, nodes: int, step: str) -> dict[str, object]:

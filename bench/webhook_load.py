@@ -29,8 +29,8 @@ from pathlib import Path
 import psutil
 from results import write_block
 
-from gpuslo.promlab import free_port
-from remediation.journal import Journal
+from gpuslo.foundation.promlab import free_port
+from gpuslo.remediation.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = """\

@@ -1,5 +1,11 @@
 """The node agent: collectors, the sampling core and the HTTP exposition server."""
 
+if __name__ != "gpuslo.collectors":  # the folder is gpuslo.collectors; one module, one name
+    raise ImportError(
+        "import gpuslo.collectors, not collectors: this folder is part of the gpuslo package"
+    )
+
+
 from .agent import Agent, Collector, Snapshot
 from .attribution import PodRef, PodResourcesAttributor, ProcessRef, list_pod_devices, process_ref
 from .errors import CollectorUnavailable

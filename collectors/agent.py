@@ -16,7 +16,7 @@ from typing import Protocol
 from prometheus_client.core import Metric
 
 from gpuslo import __version__
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .errors import CollectorUnavailable
 from .exposition import add, family, render

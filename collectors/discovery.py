@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .exposition import add, family
 from .servers import ADAPTERS, Target

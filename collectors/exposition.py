@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import Metric, Sample
 
-from gpuslo.conventions import MetricSpec
+from gpuslo.foundation.conventions import MetricSpec
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"

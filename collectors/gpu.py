@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .attribution import PodRef, PodResourcesAttributor, process_ref
 from .backends.base import BackendUnavailable, DriverInfo, GpuBackend, GpuSample

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .errors import CollectorUnavailable
 from .exposition import add, family

@@ -51,7 +51,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample as PromSample
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .exposition import add, family
 from .server import BackgroundHTTPServer

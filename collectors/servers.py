@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample as PromSample
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .exposition import add, family
 from .tenants import TenantCap

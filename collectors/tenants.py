@@ -12,7 +12,7 @@ import threading
 
 from prometheus_client.core import Metric
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .exposition import add, family
 

@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from slo_engine.errors import SpecError
-from slo_engine.yamlpos import load_single, problem_at
+from gpuslo.foundation.errors import SpecError
+from gpuslo.foundation.yamlpos import load_single, problem_at
 
 PricingClass = Literal["on-demand", "reserved", "spot"]
 

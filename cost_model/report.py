@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from gpuslo import conventions as c
-from slo_engine.history import instant, on_grid, range_series
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.prometheus import instant, on_grid, range_series
 
 from .allocation import (
     IDLE,
@@ -134,7 +134,7 @@ def load_traffic(
         },
     }
     if goodput_ttft is not None:
-        from slo_engine.promql import bucket_le_matcher
+        from gpuslo.foundation.promql import bucket_le_matcher
 
         le = bucket_le_matcher(goodput_ttft)
         queries["good"] = (

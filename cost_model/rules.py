@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gpuslo import conventions as c
-from slo_engine.promql import number, quote
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.promql import number, quote
 
 from .catalog import PriceCatalog
 

@@ -21,11 +21,11 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import GraphDrawStyle
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
 
-from cost_model import rules as cost
-from gpuslo import conventions as c
-from slo_engine.durations import format_duration
-from slo_engine.model import SLO
-from slo_engine.rules import (
+from gpuslo.cost_model import rules as cost
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.durations import format_duration
+from gpuslo.slo_engine.model import SLO
+from gpuslo.slo_engine.rules import (
     BUDGET_REMAINING,
     OBJECTIVE,
     alert_rules,
@@ -488,7 +488,7 @@ def check(
 ) -> list[tuple[str, str, str]]:
     """Run every panel query (variables substituted) as a range query; returns the
     (dashboard, panel, expr) of every query that returned no data or failed."""
-    from slo_engine.history import HistoryError, range_series
+    from gpuslo.foundation.prometheus import HistoryError, range_series
 
     missing = []
     for name, model in dashboards.items():

@@ -212,7 +212,7 @@ def push(endpoint: str, results: Sequence[DriftResult], service: str = "gpuslo-d
 
 def alert_rules(for_: str = "30m") -> list[dict[str, Any]]:
     """Alert on drift that lasts: a ticket, with its runbook."""
-    from slo_engine.rules import DEFAULT_RUNBOOK_BASE
+    from gpuslo.slo_engine.rules import DEFAULT_RUNBOOK_BASE
 
     return [
         {

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from collectors.otlp import ADVISED_BOUNDS, DURATION, TOKENS, TPOT, TTFT
 from gpuslo import __version__
+from gpuslo.collectors.otlp import ADVISED_BOUNDS, DURATION, TOKENS, TPOT, TTFT
 
 TENANT_ATTRIBUTE = "gpuslo.tenant"
 

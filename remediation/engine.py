@@ -91,15 +91,15 @@ class CauseCheck:
     def from_settings(cls, settings: Any, policy_path: str | os.PathLike[str]) -> CauseCheck:
         from pathlib import Path
 
-        from slo_engine import load_specs
+        from gpuslo.slo_engine import load_specs
 
         base = Path(policy_path).parent
         slos, _ = load_specs([base / p for p in settings.slo_specs])
         return cls(settings.prometheus, {s.name: s for s in slos}, seconds(settings.explain_step))
 
     def __call__(self, alert: Alert) -> tuple[str | None, str]:
-        from slo_engine.correlate import explain
-        from slo_engine.history import HistoryError
+        from gpuslo.foundation.prometheus import HistoryError
+        from gpuslo.slo_engine.correlate import explain
 
         name = alert.labels.get("slo", "")
         slo = self.slos.get(name)

@@ -22,9 +22,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from slo_engine.durations import parse_duration
-from slo_engine.errors import SpecError
-from slo_engine.yamlpos import load_single, problem_at
+from gpuslo.foundation.durations import parse_duration
+from gpuslo.foundation.errors import SpecError
+from gpuslo.foundation.yamlpos import load_single, problem_at
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 

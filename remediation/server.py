@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .engine import Outcome, Remediator
 from .openapi import OPENAPI

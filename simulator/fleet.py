@@ -17,8 +17,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from collectors.backends.sim import PROFILES, gpu_uuid
-from slo_engine.durations import parse_duration
+from gpuslo.collectors.backends.sim import PROFILES, gpu_uuid
+from gpuslo.foundation.durations import parse_duration
 
 from .scenario import Fallback, Pool, Scenario, mig_compute, node_names_of
 

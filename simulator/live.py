@@ -15,8 +15,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from collectors import Agent, AgentServer, GpuCollector
-from collectors.backends import SimBackend
+from gpuslo.collectors import Agent, AgentServer, GpuCollector
+from gpuslo.collectors.backends import SimBackend
 
 from .fleet import Fleet
 from .offline import (

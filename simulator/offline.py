@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from gpuslo import conventions as c
-from slo_engine.durations import parse_duration as _seconds
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.durations import parse_duration as _seconds
 
 from .fleet import Fleet, Histogram, TenantTotals
 from .scenario import Scenario, node_names_of

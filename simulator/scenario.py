@@ -22,10 +22,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collectors.backends.sim import PROFILES
-from slo_engine.durations import parse_duration
-from slo_engine.errors import SpecError, SpecProblem
-from slo_engine.yamlpos import load_single, problem_at
+from gpuslo.collectors.backends.sim import PROFILES
+from gpuslo.foundation.durations import parse_duration
+from gpuslo.foundation.errors import SpecError, SpecProblem
+from gpuslo.foundation.resources import data_names, data_path
+from gpuslo.foundation.yamlpos import load_single, problem_at
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 _MIG = re.compile(r"^([1-7])g\.\d+gb$")
@@ -214,6 +215,25 @@ class Scenario(_Strict):
     actions: list[ScriptedAction] = Field(default_factory=list)
 
     _durations = field_validator("duration", "step")(_seconds)
+
+
+def shipped_scenarios() -> list[str]:
+    """The names of the scenarios shipped with gpuslo (``gpu-lost``, ``traffic-spike``, ...)."""
+    return [
+        name.removesuffix(".yaml")
+        for name in data_names("gpuslo.simulator.scenarios", suffix=".yaml")
+    ]
+
+
+def resolve_scenario(name_or_path: str | Path) -> Path:
+    """A scenario file: the path when it exists, else the shipped scenario of that name."""
+    path = Path(name_or_path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    name = path.name.removesuffix(".yaml")
+    if name in shipped_scenarios():
+        return data_path("gpuslo.simulator.scenarios", f"{name}.yaml")
+    return path  # loading it reports the missing file at its name
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .durations import format_duration
+from gpuslo.foundation.durations import format_duration
+
 from .evaluator import Episode, Evaluation, SliData, evaluate
 from .model import SLO, AlertTier
 

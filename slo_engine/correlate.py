@@ -477,7 +477,7 @@ class Radius:
 
 def blast_radius(url: str, model: str, start: float, end: float) -> Radius:
     """Pods, GPUs, nodes and pools serving ``model`` at any time in [start, end]."""
-    from .history import instant
+    from gpuslo.foundation.prometheus import instant
 
     def query(expr: str, at: float) -> list[dict[str, Any]]:
         return instant(url, expr, at, timeout=120)
@@ -518,7 +518,7 @@ def candidates_from_prometheus(
     signals: Sequence[Signal] = SIGNALS,
 ) -> tuple[Array, list[Candidate]]:
     """Every signal's series over the radius, on one time grid."""
-    from .history import on_grid, range_series
+    from gpuslo.foundation.prometheus import on_grid, range_series
 
     n = round((end - start) / step) + 1
     times = start + step * np.arange(n, dtype=np.float64)
@@ -583,8 +583,10 @@ def explain(
 ) -> Explanation:
     """Rank the probable causes of ``slo`` burning at ``at`` (a time inside a burn episode, or
     its start), from the Prometheus at ``url``."""
+    from gpuslo.foundation.prometheus import HistoryError
+
     from .evaluator import evaluate
-    from .history import HistoryError, sli_from_prometheus
+    from .history import sli_from_prometheus
 
     model = dict(slo.selector).get("model") if slo.selector else None
     if not model:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from .durations import format_duration, parse_duration
+from gpuslo.foundation.durations import format_duration, parse_duration
+
 from .model import SLO, AlertTier
 from .rules import period_name, windows
 

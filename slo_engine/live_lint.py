@@ -11,9 +11,10 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import SpecProblem
+from gpuslo.foundation.errors import SpecProblem
+from gpuslo.foundation.promql import matchers, number
+
 from .model import SLO
-from .promql import matchers, number
 
 DEFAULT_MIN_EVENTS = 10
 

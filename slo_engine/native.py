@@ -17,14 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.durations import parse_duration
+from gpuslo.foundation.errors import SpecError, SpecProblem
+from gpuslo.foundation.promql import bucket_le_matcher, matchers
+from gpuslo.foundation.yamlpos import locate, validation_problems
 
-from .durations import parse_duration
-from .errors import SpecError, SpecProblem
 from .model import CALENDAR_PERIODS, SLO, AlertTier
-from .promql import bucket_le_matcher, matchers
 from .windows import DEFAULT_WINDOWS, load_tiers
-from .yamlpos import locate, validation_problems
 
 API_VERSION = "gpuslo/v1"
 KIND = "SLOs"
@@ -240,7 +240,7 @@ def _sli_count_problems(name: str, data: Any, node: Any) -> list[SpecProblem]:
 def _queries(s: NativeSLO, base: str = BASE_WINDOW) -> tuple[str, str, str]:
     sel = dict(sorted(s.selector.items()))
     if s.cost is not None:
-        from cost_model.rules import cost_sli
+        from gpuslo.cost_model.rules import cost_sli
 
         errors, total = cost_sli(
             sel["model"],

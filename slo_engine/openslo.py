@@ -17,13 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .durations import format_duration, parse_duration
-from .errors import SpecError, SpecProblem
+from gpuslo.foundation.durations import format_duration, parse_duration
+from gpuslo.foundation.errors import SpecError, SpecProblem
+from gpuslo.foundation.promql import number
+from gpuslo.foundation.yamlpos import field_path, locate, validation_problems
+
 from .model import CALENDAR_PERIODS, SLO, AlertTier
 from .native import BASE_WINDOW
-from .promql import number
 from .windows import DEFAULT_WINDOWS, load_tiers
-from .yamlpos import field_path, locate, validation_problems
 
 API_VERSION = "openslo/v1"
 KINDS = ("SLO", "SLI", "AlertPolicy", "AlertCondition", "Service", "DataSource")

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.durations import format_duration, format_range, parse_duration
+from gpuslo.foundation.promql import matchers, number
 
-from .durations import format_duration, format_range, parse_duration
 from .model import SLO
-from .promql import matchers, number
 
 BASE = "5m"
 REQUESTS = f"{c.RULE_PREFIX}slo_requests:rate{BASE}"

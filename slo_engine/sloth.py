@@ -16,12 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .durations import parse_duration
-from .errors import SpecError, SpecProblem
+from gpuslo.foundation.durations import parse_duration
+from gpuslo.foundation.errors import SpecError, SpecProblem
+from gpuslo.foundation.yamlpos import locate, validation_problems
+
 from .model import SLO
 from .native import BASE_WINDOW
 from .windows import DEFAULT_WINDOWS, load_tiers
-from .yamlpos import locate, validation_problems
 
 VERSION = "prometheus/v1"
 SLOTH_DEFAULT_PERIOD = "30d"  # Sloth's --default-slo-period

@@ -6,12 +6,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError, SpecProblem
+from gpuslo.foundation.errors import SpecError, SpecProblem
+from gpuslo.foundation.yamlpos import load_documents
+
 from .model import SLO
 from .native import is_native, load_native
 from .openslo import is_openslo, load_openslo
 from .sloth import is_sloth, load_sloth
-from .yamlpos import load_documents
 
 # A full outage should take at least this long to spend the whole budget, or the SLO pages
 # before anyone can react.

@@ -1,4 +1,4 @@
-"""Alert tiers as versioned data (``windows/*.yaml``), validated on load."""
+"""Alert tiers as versioned data (``alert_windows/*.yaml``), validated on load."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .durations import parse_duration
-from .errors import SpecError, SpecProblem
-from .model import AlertTier
-from .yamlpos import load_documents, locate, validation_problems
+from gpuslo.foundation.durations import parse_duration
+from gpuslo.foundation.errors import SpecError, SpecProblem
+from gpuslo.foundation.resources import data_path
+from gpuslo.foundation.yamlpos import load_documents, locate, validation_problems
 
-DEFAULT_WINDOWS = Path(__file__).parent / "windows" / "sre-workbook.yaml"
+from .model import AlertTier
+
+DEFAULT_WINDOWS = data_path("gpuslo.slo_engine.alert_windows", "sre-workbook.yaml")
 
 
 class _Tier(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuslo.promlab import free_port
+from gpuslo.foundation.promlab import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = Path(__file__).parent / "golden"

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from collectors import Agent, AgentServer, CollectorUnavailable
-from collectors.exposition import add, family
-from gpuslo import conventions as c
+from gpuslo.collectors import Agent, AgentServer, CollectorUnavailable
+from gpuslo.collectors.exposition import add, family
+from gpuslo.foundation import conventions as c
 
 
 class Static:

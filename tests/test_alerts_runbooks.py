@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slo_engine import load_specs, rule_groups
-from slo_engine.rules import DEFAULT_RUNBOOK_BASE
+from gpuslo.slo_engine import load_specs, rule_groups
+from gpuslo.slo_engine.rules import DEFAULT_RUNBOOK_BASE
 from tests.conftest import need, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,8 @@ def all_alerts(tmp_path: Path) -> list[dict]:
         slos, _ = load_specs([spec])
         for group in rule_groups(slos):
             alerts += [r for r in group["rules"] if "alert" in r]
-    from alerts.health import health_rules
-    from drift.job import alert_rules
+    from gpuslo.alerts.health import health_rules
+    from gpuslo.drift.job import alert_rules
 
     alerts += [r for g in alert_rules() + health_rules() for r in g["rules"]]
     return alerts

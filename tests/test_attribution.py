@@ -8,8 +8,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from collectors import PodRef, PodResourcesAttributor, list_pod_devices, process_ref
-from collectors.attribution import MESSAGES
+from gpuslo.collectors import PodRef, PodResourcesAttributor, list_pod_devices, process_ref
+from gpuslo.collectors.attribution import MESSAGES
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.contract

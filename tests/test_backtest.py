@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpuslo.backtest_cmd import parse_time
-from slo_engine.backtest import Incident, Policy, load_incidents, run, score
-from slo_engine.evaluator import Episode, SliData
-from slo_engine.model import SLO, AlertTier
+from gpuslo.cli.backtest_cmd import parse_time
+from gpuslo.slo_engine.backtest import Incident, Policy, load_incidents, run, score
+from gpuslo.slo_engine.evaluator import Episode, SliData
+from gpuslo.slo_engine.model import SLO, AlertTier
 from tests.conftest import run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from collectors import Agent, GpuCollector, InfinibandCollector
-from collectors.backends import SimBackend
-from gpuslo import conventions as c
+from gpuslo.collectors import Agent, GpuCollector, InfinibandCollector
+from gpuslo.collectors.backends import SimBackend
+from gpuslo.foundation import conventions as c
 from tests.conftest import SYSFS, free_port, need, start_prometheus, wait_http
 
 pytestmark = pytest.mark.component

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from gpuslo.promlab import Alertmanager
-from remediation.actuators import LogActuator
-from remediation.engine import DataCheck, Remediator
-from remediation.journal import Journal
-from remediation.policy import load_policy
-from remediation.server import Hook, Metrics
-from remediation.webhook import parse_payload
+from gpuslo.foundation.promlab import Alertmanager
+from gpuslo.remediation.actuators import LogActuator
+from gpuslo.remediation.engine import DataCheck, Remediator
+from gpuslo.remediation.journal import Journal
+from gpuslo.remediation.policy import load_policy
+from gpuslo.remediation.server import Hook, Metrics
+from gpuslo.remediation.webhook import parse_payload
 from tests.conftest import start_prometheus
 
 pytestmark = pytest.mark.component
@@ -294,7 +294,7 @@ def test_mtls_refuses_clients_without_a_certificate(tmp_path):
 
     import trustme
 
-    from remediation.server import tls_context
+    from gpuslo.remediation.server import tls_context
 
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from remediation.journal import Journal
+from gpuslo.remediation.journal import Journal
 from tests.conftest import free_port, wait_http
 
 pytestmark = pytest.mark.component

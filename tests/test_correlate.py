@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from gpuslo.promlab import Prometheus
-from simulator.offline import run_offline
-from simulator.scenario import load_scenario
-from slo_engine import load_specs
-from slo_engine.correlate import SIGNALS, Candidate, change_points, explain, rank
-from slo_engine.evaluator import evaluate
-from slo_engine.history import sli_from_prometheus
+from gpuslo.foundation.promlab import Prometheus
+from gpuslo.simulator.offline import run_offline
+from gpuslo.simulator.scenario import load_scenario
+from gpuslo.slo_engine import load_specs
+from gpuslo.slo_engine.correlate import SIGNALS, Candidate, change_points, explain, rank
+from gpuslo.slo_engine.evaluator import evaluate
+from gpuslo.slo_engine.history import sli_from_prometheus
 from tests.conftest import run_gpuslo
 
 STEP = 15.0
@@ -215,11 +215,11 @@ policies:
 def test_a_policy_acts_only_on_the_cause_it_names(twin, tmp_path):
     from datetime import UTC, datetime
 
-    from remediation.actuators import LogActuator
-    from remediation.engine import CauseCheck, Remediator
-    from remediation.journal import Journal
-    from remediation.policy import load_policy
-    from remediation.webhook import parse_payload
+    from gpuslo.remediation.actuators import LogActuator
+    from gpuslo.remediation.engine import CauseCheck, Remediator
+    from gpuslo.remediation.journal import Journal
+    from gpuslo.remediation.policy import load_policy
+    from gpuslo.remediation.webhook import parse_payload
 
     prom, tmp, start = twin
     policy_file = tmp / "policy.yaml"  # next to slos.yaml, which it names
@@ -260,8 +260,8 @@ def test_a_policy_acts_only_on_the_cause_it_names(twin, tmp_path):
 
 
 def test_a_cause_condition_without_prometheus_is_a_policy_error(tmp_path):
-    from remediation.policy import load_policy
-    from slo_engine.errors import SpecError
+    from gpuslo.foundation.errors import SpecError
+    from gpuslo.remediation.policy import load_policy
 
     path = tmp_path / "policy.yaml"
     path.write_text(CAUSE_POLICY.replace("  prometheus: {url}\n", "").format())

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cost_model.allocation import (
+from gpuslo.cost_model.allocation import (
     NO_TRAFFIC,
     CpuPod,
     GpuHistory,
@@ -16,8 +16,8 @@ from cost_model.allocation import (
     UnitCosts,
     allocate,
 )
-from cost_model.catalog import load_catalog
-from slo_engine.errors import SpecError
+from gpuslo.cost_model.catalog import load_catalog
+from gpuslo.foundation.errors import SpecError
 
 STEP = 60.0
 N = 10  # ten one-minute steps: 600 s

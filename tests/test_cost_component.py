@@ -9,13 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from cost_model.catalog import load_catalog
-from cost_model.report import Window, build
-from cost_model.rules import FLEET_COST, IDLE_COST, MODEL_COST, UNATTRIBUTED_COST, rule_groups
-from gpuslo.promlab import Prometheus
-from simulator.offline import run_offline
-from simulator.scenario import load_scenario
-from slo_engine.durations import format_range
+from gpuslo.cost_model.catalog import load_catalog
+from gpuslo.cost_model.report import Window, build
+from gpuslo.cost_model.rules import (
+    FLEET_COST,
+    IDLE_COST,
+    MODEL_COST,
+    UNATTRIBUTED_COST,
+    rule_groups,
+)
+from gpuslo.foundation.durations import format_range
+from gpuslo.foundation.promlab import Prometheus
+from gpuslo.simulator.offline import run_offline
+from gpuslo.simulator.scenario import load_scenario
 from tests.conftest import run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]

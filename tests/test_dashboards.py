@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from cost_model.catalog import load_catalog
-from cost_model.rules import rule_groups as cost_rule_groups
-from dashboards.generate import all_dashboards, check, panel_queries, substitute
-from gpuslo.promlab import Prometheus
-from simulator.offline import run_offline
-from simulator.scenario import load_scenario
-from slo_engine import load_specs, rule_groups
+from gpuslo.cost_model.catalog import load_catalog
+from gpuslo.cost_model.rules import rule_groups as cost_rule_groups
+from gpuslo.dashboards.generate import all_dashboards, check, panel_queries, substitute
+from gpuslo.foundation.promlab import Prometheus
+from gpuslo.simulator.offline import run_offline
+from gpuslo.simulator.scenario import load_scenario
+from gpuslo.slo_engine import load_specs, rule_groups
 from tests.conftest import run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ pytestmark = pytest.mark.component
 
 
 def drift_history(samples: Path) -> str:
-    from drift.job import exposition, load_frame, run, split_windows
+    from gpuslo.drift.job import exposition, load_frame, run, split_windows
 
     frame = load_frame([samples])
     lines: dict[str, list[str]] = {}
@@ -113,7 +113,7 @@ def lab(tmp_path_factory):
     run_offline(load_scenario(tmp / "scenario.yaml"), tmp / "run", START, samples_per_step=3)
     # A drift job every 5 minutes over the run's samples: its series, as the agent would hold
     # them, for the drift dashboard.
-    drift_om = tmp / "drift.om"
+    drift_om = tmp / "gpuslo.drift.om"
     drift_om.write_text(drift_history(tmp / "run" / "samples.parquet"))
     recordings = [
         {"name": g["name"], "rules": [r for r in g["rules"] if "record" in r]}
@@ -140,7 +140,7 @@ def test_every_panel_query_returns_data(lab):
 
 def test_a_panel_on_a_missing_series_is_caught(lab):
     prom, _, _ = lab
-    from dashboards.generate import Query, _dashboard, _panel
+    from gpuslo.dashboards.generate import Query, _dashboard, _panel
 
     broken = _dashboard("broken", "broken", []).with_panel(
         _panel("typo", [Query('gen_ai_server_request_total{model=~"$model"}')])

@@ -160,6 +160,6 @@ def test_remediation_deployment_args_are_flags_the_hook_accepts():
     parsed = build_parser().parse_args(args)
     assert parsed.actuator == "kubernetes" and parsed.token_file is not None
     policy = next(d for d in remediation_docs() if d["kind"] == "ConfigMap")["data"]["policy.yaml"]
-    from remediation.policy import PolicyFile
+    from gpuslo.remediation.policy import PolicyFile
 
     PolicyFile.model_validate(yaml.safe_load(policy))

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from collectors.discovery import PodDiscovery
-from collectors.servers import VLLM, ServerCollector, Target, canonicalize, parse_exposition
-from collectors.tenants import TenantCap
+from gpuslo.collectors.discovery import PodDiscovery
+from gpuslo.collectors.servers import VLLM, ServerCollector, Target, canonicalize, parse_exposition
+from gpuslo.collectors.tenants import TenantCap
 from tests.conftest import FIXTURES, run_gpuslo
 from tests.contracts import contract_fixture
 

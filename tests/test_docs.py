@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 ROOT = Path(__file__).resolve().parents[1]
 

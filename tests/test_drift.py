@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from drift.job import alert_rules, exposition, load_frame, run, split_windows
-from simulator.offline import run_offline
-from simulator.scenario import load_scenario
+from gpuslo.drift.job import alert_rules, exposition, load_frame, run, split_windows
+from gpuslo.simulator.offline import run_offline
+from gpuslo.simulator.scenario import load_scenario
 from tests.conftest import need, otlp_agent, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_cli_pushes_to_the_agent_writes_reports_and_rules(samples, tmp_path):
     assert 'gpuslo_drift_dataset_detected{model="llama-3-8b"} 1\n' in text
     html = (tmp_path / "report" / "drift-llama-3-8b.html").read_text()
     assert "prompt_tokens" in html
-    summary = json.loads((tmp_path / "report" / "drift.json").read_text())
+    summary = json.loads((tmp_path / "report" / "gpuslo.drift.json").read_text())
     assert summary[0]["detected"] is True
     proc = run_gpuslo("drift", "rules", "-o", str(tmp_path / "rules"))
     assert proc.returncode == 0, proc.stderr

@@ -8,14 +8,15 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from simulator.demo import DEMO, run_demo
-from simulator.scenario import Scenario
+from gpuslo.cli.demo import run_demo
+from gpuslo.foundation.resources import data_path
+from gpuslo.simulator.scenario import Scenario
 
 pytestmark = pytest.mark.component
 
 
 def test_the_loop_closes_one_page_one_action_recovery(tmp_path):
-    data = yaml.safe_load((DEMO / "scenario.yaml").read_text())
+    data = yaml.safe_load(data_path("gpuslo.cli.demo_data", "scenario.yaml").read_text())
     data["duration"] = "150s"
     for fault in data["faults"]:
         fault["at"] = "20s"

@@ -1,5 +1,5 @@
-from collectors import Agent, InfinibandCollector
-from simulator import IbPort, write_infiniband_tree
+from gpuslo.collectors import Agent, InfinibandCollector
+from gpuslo.simulator import IbPort, write_infiniband_tree
 
 
 def test_written_tree_is_read_back_by_the_fabric_collector_in_bytes(tmp_path):

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from collectors import Agent, GpuCollector, PodRef, is_blank
-from collectors.backends import FixtureBackend, SimBackend, write_recording
-from collectors.backends.base import GpuIdentity, GpuSample
-from gpuslo import conventions as c
+from gpuslo.collectors import Agent, GpuCollector, PodRef, is_blank
+from gpuslo.collectors.backends import FixtureBackend, SimBackend, write_recording
+from gpuslo.collectors.backends.base import GpuIdentity, GpuSample
+from gpuslo.foundation import conventions as c
 from tests.conftest import FIXTURES
 
 

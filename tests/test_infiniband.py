@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from collectors import Agent, CollectorUnavailable, InfinibandCollector
+from gpuslo.collectors import Agent, CollectorUnavailable, InfinibandCollector
 from tests.conftest import SYSFS
 
 

@@ -4,9 +4,9 @@ import time
 import pynvml as real
 import pytest
 
-from collectors import Agent, GpuCollector, InfinibandCollector
-from collectors.backends import BackendUnavailable, NvmlBackend
-from gpuslo import conventions as c
+from gpuslo.collectors import Agent, GpuCollector, InfinibandCollector
+from gpuslo.collectors.backends import BackendUnavailable, NvmlBackend
+from gpuslo.foundation import conventions as c
 from tests.conftest import SYSFS
 from tests.fake_pynvml import MIB, FakeGpu, FakeMig, FakeNvml
 

@@ -17,15 +17,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.exposition import render
-from collectors.otlp import (
+from gpuslo.collectors.exposition import render
+from gpuslo.collectors.otlp import (
     ADVISED_BOUNDS,
     OtlpReceiver,
     OtlpServer,
     exponential_to_explicit,
     outcome_of,
 )
-from collectors.tenants import TenantCap
+from gpuslo.collectors.tenants import TenantCap
 from tests.conftest import otlp_agent
 
 DURATION = "gen_ai_server_request_duration_seconds"

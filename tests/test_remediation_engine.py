@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from remediation.actuators import ActuatorError, LogActuator
-from remediation.engine import Remediator
-from remediation.journal import Journal
-from remediation.policy import load_policy
-from remediation.webhook import PayloadError, parse_payload
-from slo_engine.errors import SpecError
+from gpuslo.foundation.errors import SpecError
+from gpuslo.remediation.actuators import ActuatorError, LogActuator
+from gpuslo.remediation.engine import Remediator
+from gpuslo.remediation.journal import Journal
+from gpuslo.remediation.policy import load_policy
+from gpuslo.remediation.webhook import PayloadError, parse_payload
 from tests.conftest import run_gpuslo
 
 POLICY = """\

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remediation.actuators import LogActuator
-from remediation.engine import Remediator
-from remediation.journal import Journal
-from remediation.policy import load_policy
-from remediation.server import Hook, Metrics
+from gpuslo.remediation.actuators import LogActuator
+from gpuslo.remediation.engine import Remediator
+from gpuslo.remediation.journal import Journal
+from gpuslo.remediation.policy import load_policy
+from gpuslo.remediation.server import Hook, Metrics
 
 POLICY = """\
 apiVersion: gpuslo/v1

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from remediation.actuators import ActuatorError
-from remediation.kube import KubernetesActuator
-from remediation.policy import Route, Workload
+from gpuslo.remediation.actuators import ActuatorError
+from gpuslo.remediation.kube import KubernetesActuator
+from gpuslo.remediation.policy import Route, Workload
 from tests.conftest import FIXTURES
 from tests.contracts import contract_fixture
 

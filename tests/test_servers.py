@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectors.servers import (
+from gpuslo.collectors.servers import (
     DYNAMO,
     SGLANG,
     TGI,
@@ -141,7 +141,7 @@ class Targets:
 def test_bad_targets_mark_themselves_down_within_the_timeout_and_good_ones_still_report():
     import time
 
-    from collectors.servers import ServerCollector, Target
+    from gpuslo.collectors.servers import ServerCollector, Target
     from tests.conftest import free_port
 
     t = Targets()
@@ -177,8 +177,8 @@ def test_bad_targets_mark_themselves_down_within_the_timeout_and_good_ones_still
 def test_the_agent_serves_canonical_series_that_promtool_accepts(tmp_path):
     import subprocess
 
-    from collectors import Agent
-    from collectors.servers import ServerCollector, Target
+    from gpuslo.collectors import Agent
+    from gpuslo.collectors.servers import ServerCollector, Target
     from tests.conftest import need
 
     t = Targets()

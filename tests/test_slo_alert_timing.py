@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slo_engine import load_specs, rule_groups
+from gpuslo.slo_engine import load_specs, rule_groups
 from tests.conftest import need
 
 pytestmark = pytest.mark.component

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from gpuslo.promlab import Prometheus
-from slo_engine import load_specs, rule_groups
-from slo_engine.rules import ERRORS, REQUESTS, error_ratio
+from gpuslo.foundation.promlab import Prometheus
+from gpuslo.slo_engine import load_specs, rule_groups
+from gpuslo.slo_engine.rules import ERRORS, REQUESTS, error_ratio
 
 pytestmark = pytest.mark.component
 

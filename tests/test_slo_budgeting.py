@@ -18,8 +18,8 @@ import subprocess
 import pytest
 import yaml
 
-from slo_engine import load_specs, rule_groups
-from slo_engine.rules import error_ratio
+from gpuslo.slo_engine import load_specs, rule_groups
+from gpuslo.slo_engine.rules import error_ratio
 from tests.conftest import need
 
 pytestmark = pytest.mark.component

@@ -10,11 +10,11 @@ import random
 import numpy as np
 import pytest
 
-from gpuslo.promlab import Prometheus
-from slo_engine import load_specs, rule_groups
-from slo_engine.evaluator import SliData, evaluate, samples_in, window_sums
-from slo_engine.history import sli_from_prometheus, sli_from_table
-from slo_engine.rules import burn_rate, error_ratio, errors_series, windows
+from gpuslo.foundation.promlab import Prometheus
+from gpuslo.slo_engine import load_specs, rule_groups
+from gpuslo.slo_engine.evaluator import SliData, evaluate, samples_in, window_sums
+from gpuslo.slo_engine.history import sli_from_prometheus, sli_from_table
+from gpuslo.slo_engine.rules import burn_rate, error_ratio, errors_series, windows
 
 DAY = 1440
 DAYS = 9
@@ -175,7 +175,7 @@ def test_window_sums_count_only_present_samples():
 def test_table_input_reindexes_gaps_and_names_bad_files(tmp_path):
     import pandas as pd
 
-    from slo_engine.history import HistoryError
+    from gpuslo.foundation.prometheus import HistoryError
 
     frame = pd.DataFrame(
         {

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from slo_engine.live_lint import query
+from gpuslo.slo_engine.live_lint import query
 from tests.conftest import free_port, run_gpuslo, start_prometheus
 
 pytestmark = pytest.mark.component

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import yaml
 
-from slo_engine import load_specs, rule_groups, write_outputs
+from gpuslo.slo_engine import load_specs, rule_groups, write_outputs
 from tests.conftest import need, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]

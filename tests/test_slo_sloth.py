@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slo_engine import SpecError, load_specs, rule_groups, write_outputs
+from gpuslo.slo_engine import SpecError, load_specs, rule_groups, write_outputs
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]

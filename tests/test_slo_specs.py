@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from slo_engine import SpecError, load_specs, load_tiers
+from gpuslo.slo_engine import SpecError, load_specs, load_tiers
 from tests.conftest import run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_cli_validate_prints_problems_one_per_line_and_exits_1(tmp_path):
 
 
 def test_range_selectors_hold_a_whole_number_of_intervals():
-    from slo_engine.durations import format_range, parse_duration
+    from gpuslo.foundation.durations import format_range, parse_duration
 
     assert format_range(3600) == "59m59s999ms"
     assert format_range(30 * 86400) == "29d23h59m59s999ms"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from gpuslo.promlab import Prometheus
-from remediation.actuators import TwinActuator
-from remediation.policy import Route, Workload
-from simulator.fleet import Fleet
-from simulator.live import LiveTwin
-from simulator.offline import run_offline
-from simulator.scenario import load_scenario
-from slo_engine.errors import SpecError
+from gpuslo.foundation.errors import SpecError
+from gpuslo.foundation.promlab import Prometheus
+from gpuslo.remediation.actuators import TwinActuator
+from gpuslo.remediation.policy import Route, Workload
+from gpuslo.simulator.fleet import Fleet
+from gpuslo.simulator.live import LiveTwin
+from gpuslo.simulator.offline import run_offline
+from gpuslo.simulator.scenario import load_scenario
 from tests.conftest import run_gpuslo
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "simulator" / "scenarios"

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .base import (
     BackendUnavailable,

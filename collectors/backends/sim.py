@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 from .base import DriverInfo, GpuIdentity, GpuSample, MigSample, NvLinkSample, XidEvent
 

@@ -10,15 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpuslo.agent_cmd import UsageError
+from gpuslo.cli.agent_cmd import UsageError
 
 EPILOG = """\
 examples:
-  gpuslo twin validate simulator/scenarios/*.yaml
-  gpuslo twin offline simulator/scenarios/gpu-lost.yaml -o /tmp/history
+  gpuslo twin scenarios                  # the shipped scenarios, usable by name
+  gpuslo twin validate gpu-lost my-fleet.yaml
+  gpuslo twin offline gpu-lost -o /tmp/history
   promtool tsdb create-blocks-from openmetrics /tmp/history/history.om data/
-  gpuslo twin serve simulator/scenarios/traffic-spike.yaml --listen 127.0.0.1:9850 --speed 10
+  gpuslo twin serve traffic-spike --listen 127.0.0.1:9850 --speed 10
 """
+
+
+_SCENARIO_HELP = "a scenario file, or the name of a shipped one (gpuslo twin scenarios)"
 
 
 def add_parser(sub: Any) -> None:
@@ -31,11 +35,13 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tsub = p.add_subparsers(dest="twin_command", metavar="SUBCOMMAND", required=True)
+    ls = tsub.add_parser("scenarios", help="list the scenarios shipped with gpuslo")
+    ls.set_defaults(func=scenarios)
     v = tsub.add_parser("validate", help="check scenario files; print every problem")
-    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("files", nargs="+", metavar="SCENARIO", help=_SCENARIO_HELP)
     v.set_defaults(func=validate)
     o = tsub.add_parser("offline", help="simulate a whole scenario and write OpenMetrics history")
-    o.add_argument("scenario", metavar="FILE")
+    o.add_argument("scenario", metavar="SCENARIO", help=_SCENARIO_HELP)
     o.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
     o.add_argument(
         "--start",
@@ -54,20 +60,28 @@ def add_parser(sub: Any) -> None:
     )
     o.set_defaults(func=offline)
     s = tsub.add_parser("serve", help="run the scenario live: agents, request metrics, pool API")
-    s.add_argument("scenario", metavar="FILE")
+    s.add_argument("scenario", metavar="SCENARIO", help=_SCENARIO_HELP)
     s.add_argument("--listen", default="127.0.0.1:9850", metavar="HOST:PORT")
     s.add_argument("--speed", type=float, default=1.0, help="model seconds per real second")
     s.set_defaults(func=serve)
 
 
+def scenarios(args: argparse.Namespace) -> int:
+    from gpuslo.simulator.scenario import shipped_scenarios
+
+    for name in shipped_scenarios():
+        print(name)
+    return 0
+
+
 def validate(args: argparse.Namespace) -> int:
-    from simulator.scenario import load_scenario
-    from slo_engine.errors import SpecError
+    from gpuslo.foundation.errors import SpecError
+    from gpuslo.simulator.scenario import load_scenario, resolve_scenario
 
     problems = []
     for path in args.files:  # every file's problems, not just the first file's
         try:
-            load_scenario(path)
+            load_scenario(resolve_scenario(path))
         except SpecError as err:
             problems += err.problems
     if problems:
@@ -77,11 +91,11 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def offline(args: argparse.Namespace) -> int:
-    from simulator.offline import run_offline
-    from simulator.scenario import load_scenario
-    from slo_engine.durations import parse_duration
+    from gpuslo.foundation.durations import parse_duration
+    from gpuslo.simulator.offline import run_offline
+    from gpuslo.simulator.scenario import load_scenario, resolve_scenario
 
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(resolve_scenario(args.scenario))
     step = None
     if args.step:
         try:
@@ -103,10 +117,10 @@ def offline(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from simulator.live import LiveTwin
-    from simulator.scenario import load_scenario
+    from gpuslo.simulator.live import LiveTwin
+    from gpuslo.simulator.scenario import load_scenario, resolve_scenario
 
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(resolve_scenario(args.scenario))
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from typing import Any
 
-from gpuslo import conventions as c
+from gpuslo.foundation import conventions as c
 
 COLLECTORS = (c.COLLECTOR_GPU, c.COLLECTOR_INFINIBAND)
 
@@ -203,9 +203,9 @@ def _parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
 
 
 def _build_collectors(args: argparse.Namespace) -> list[Any]:
-    from collectors import GpuCollector, InfinibandCollector, PodResourcesAttributor
-    from collectors.backends import FixtureBackend, NvmlBackend, SimBackend
-    from collectors.tenants import TenantCap
+    from gpuslo.collectors import GpuCollector, InfinibandCollector, PodResourcesAttributor
+    from gpuslo.collectors.backends import FixtureBackend, NvmlBackend, SimBackend
+    from gpuslo.collectors.tenants import TenantCap
 
     if args.tenant_cap < 0:
         raise UsageError("--tenant-cap: must be >= 0")
@@ -234,7 +234,7 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
     if args.collector_infiniband:
         out.append(InfinibandCollector(args.sysfs))
     if args.server_target or args.discover_pods:
-        from collectors.servers import ServerCollector
+        from gpuslo.collectors.servers import ServerCollector
 
         if args.server_timeout <= 0:
             raise UsageError("--server-timeout: must be > 0 seconds")
@@ -246,7 +246,7 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
             )
         )
     if args.otlp_listen:
-        from collectors.otlp import OtlpReceiver
+        from gpuslo.collectors.otlp import OtlpReceiver
 
         if args.otlp_max_streams < 1:
             raise UsageError("--otlp-max-streams: must be >= 1")
@@ -259,7 +259,7 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
 def _discovery(args: argparse.Namespace) -> Any:
     from kubernetes.config import ConfigException
 
-    from collectors.discovery import PodDiscovery
+    from gpuslo.collectors.discovery import PodDiscovery
 
     if not args.node_name:
         raise UsageError("--discover-pods needs --node-name (or $NODE_NAME from the downward API)")
@@ -277,7 +277,7 @@ def _server_target(text: str) -> Any:
     """``URL[;label=value...]`` -> Target; a clear error for anything else."""
     from urllib.parse import urlparse
 
-    from collectors.servers import ADAPTERS, Target
+    from gpuslo.collectors.servers import ADAPTERS, Target
 
     url, *pairs = text.split(";")
     parsed = urlparse(url)
@@ -298,7 +298,7 @@ def _server_target(text: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent as the arguments ask."""
-    from collectors import Agent, AgentServer
+    from gpuslo.collectors import Agent, AgentServer
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--listen: cannot listen on {args.listen}: {err.strerror}") from err
     otlp = None
     if otlp_address is not None:
-        from collectors.otlp import OtlpReceiver, OtlpServer
+        from gpuslo.collectors.otlp import OtlpReceiver, OtlpServer
 
         receiver = next(col for col in collectors if isinstance(col, OtlpReceiver))
         try:
@@ -374,8 +374,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _record(agent: Any, args: argparse.Namespace) -> int:
-    from collectors import GpuCollector
-    from collectors.backends import write_recording
+    from gpuslo.collectors import GpuCollector
+    from gpuslo.collectors.backends import write_recording
 
     gpu = next((col for col in agent.collectors if isinstance(col, GpuCollector)), None)
     if gpu is None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpuslo.agent_cmd import UsageError
+from gpuslo.cli.agent_cmd import UsageError
 
 EPILOG = """\
 examples:
@@ -89,7 +89,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _window(text: str, flag: str) -> tuple[float, float]:
-    from gpuslo.backtest_cmd import parse_time
+    from gpuslo.cli.backtest_cmd import parse_time
 
     parts = text.split(",")
     if len(parts) != 2:
@@ -105,8 +105,8 @@ def _window(text: str, flag: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drift.job import DriftError, exposition, load_frame, push, split_windows
-    from drift.job import run as compare
+    from gpuslo.drift.job import DriftError, exposition, load_frame, push, split_windows
+    from gpuslo.drift.job import run as compare
 
     try:
         if args.data:
@@ -158,15 +158,15 @@ def run(args: argparse.Namespace) -> int:
                     "features": [f.__dict__ for f in r.features],
                 }
             )
-        (args.output / "drift.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (args.output / "gpuslo.drift.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
 def write_rules(args: argparse.Namespace) -> int:
     import yaml
 
-    from drift.job import alert_rules
-    from slo_engine.durations import parse_duration
+    from gpuslo.drift.job import alert_rules
+    from gpuslo.foundation.durations import parse_duration
 
     try:
         parse_duration(args.for_)

@@ -20,24 +20,23 @@ from typing import Any
 
 import yaml
 
-from cost_model.catalog import load_catalog
-from cost_model.rules import rule_groups as cost_rule_groups
-from gpuslo.promlab import Alertmanager, Prometheus
-from remediation.actuators import TwinActuator
-from remediation.engine import DataCheck, Remediator
-from remediation.journal import Journal
-from remediation.policy import load_policy
-from remediation.server import Hook, Metrics
-from slo_engine import load_specs, write_outputs
-from slo_engine.durations import format_duration, parse_duration
-from slo_engine.evaluator import evaluate
-from slo_engine.history import sli_from_prometheus
-from slo_engine.rules import burn_rate
+from gpuslo.cost_model.catalog import load_catalog
+from gpuslo.cost_model.rules import rule_groups as cost_rule_groups
+from gpuslo.foundation.durations import format_duration, parse_duration
+from gpuslo.foundation.promlab import Alertmanager, Prometheus
+from gpuslo.foundation.resources import data_path
+from gpuslo.remediation.actuators import TwinActuator
+from gpuslo.remediation.engine import DataCheck, Remediator
+from gpuslo.remediation.journal import Journal
+from gpuslo.remediation.policy import load_policy
+from gpuslo.remediation.server import Hook, Metrics
+from gpuslo.simulator.live import LiveTwin
+from gpuslo.simulator.scenario import Scenario, load_scenario
+from gpuslo.slo_engine import load_specs, write_outputs
+from gpuslo.slo_engine.evaluator import evaluate
+from gpuslo.slo_engine.history import sli_from_prometheus
+from gpuslo.slo_engine.rules import burn_rate
 
-from .live import LiveTwin
-from .scenario import Scenario, load_scenario
-
-DEMO = Path(__file__).parent / "demo"
 SLO = "chat-ttft"
 COST_SLO = "chat-cost"
 POOL = "llama-70b"
@@ -128,13 +127,21 @@ def run_demo(
     stop_when_recovered: bool = False,
     echo: Callable[[str], None] = print,
 ) -> DemoResult:
-    scenario = scenario or load_scenario(DEMO / "scenario.yaml")
+    scenario = scenario or load_scenario(data_path("gpuslo.cli.demo_data", "scenario.yaml"))
     workdir.mkdir(parents=True, exist_ok=True)
-    slos, _ = load_specs([DEMO / "slos.yaml"])
-    rules, inhibit = write_outputs(slos, [str(DEMO / "slos.yaml")], workdir / "rules")
+    slos, _ = load_specs([data_path("gpuslo.cli.demo_data", "slos.yaml")])
+    rules, inhibit = write_outputs(
+        slos, [str(data_path("gpuslo.cli.demo_data", "slos.yaml"))], workdir / "rules"
+    )
     cost_rules = workdir / "rules" / "gpuslo-cost.rules.yaml"
     cost_rules.write_text(
-        yaml.safe_dump({"groups": cost_rule_groups(load_catalog(DEMO / "catalog.yaml"))})
+        yaml.safe_dump(
+            {
+                "groups": cost_rule_groups(
+                    load_catalog(data_path("gpuslo.cli.demo_data", "catalog.yaml"))
+                )
+            }
+        )
     )
     slo = next(s for s in slos if s.name == SLO)
     cost_slo = next(s for s in slos if s.name == COST_SLO)
@@ -154,7 +161,7 @@ def run_demo(
         stack.callback(journal.close)
         echo("starting the remediation hook, Alertmanager and Prometheus")
         remediator = Remediator(
-            load_policy(DEMO / "policy.yaml"),
+            load_policy(data_path("gpuslo.cli.demo_data", "policy.yaml")),
             journal,
             TwinActuator(f"http://127.0.0.1:{twin.port}"),
             on_outcome=hook_metrics.outcome,

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gpuslo.agent_cmd import UsageError
+from gpuslo.cli.agent_cmd import UsageError
 
 
 def add_parser(sub: Any) -> None:
@@ -40,8 +40,8 @@ def _stop(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuslo.promlab import LabError
-    from simulator.demo import main_echo, run_demo
+    from gpuslo.cli.demo import main_echo, run_demo
+    from gpuslo.foundation.promlab import LabError
 
     signal.signal(signal.SIGTERM, _stop)
 

@@ -65,11 +65,11 @@ def add_parser(sub: Any) -> None:
 
 def validate(args: argparse.Namespace) -> int:
     """Exit 0 when every spec is valid, 1 otherwise; warnings are printed either way."""
-    from slo_engine import load_specs
+    from gpuslo.slo_engine import load_specs
 
     slos, warnings = load_specs(args.files)
     if args.prometheus:
-        from slo_engine.live_lint import PrometheusUnreachable, lint_live
+        from gpuslo.slo_engine.live_lint import PrometheusUnreachable, lint_live
 
         try:
             warnings = warnings + lint_live(slos, args.prometheus, args.min_events)
@@ -86,7 +86,7 @@ def validate(args: argparse.Namespace) -> int:
 
 def generate(args: argparse.Namespace) -> int:
     """Validate, then write the rules; nothing is written when any spec is invalid."""
-    from slo_engine import load_specs, write_outputs
+    from gpuslo.slo_engine import load_specs, write_outputs
 
     slos, warnings = load_specs(args.files)
     for w in warnings:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpuslo.agent_cmd import UsageError
+from gpuslo.cli.agent_cmd import UsageError
 
 EPILOG = """\
 examples:
@@ -48,8 +48,8 @@ def add_parser(sub: Any) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
-    from dashboards.generate import write
-    from slo_engine import load_specs
+    from gpuslo.dashboards.generate import write
+    from gpuslo.slo_engine import load_specs
 
     slos, _ = load_specs(args.specs)
     for path in write(args.output, slos):
@@ -58,11 +58,11 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from dashboards.generate import all_dashboards
-    from dashboards.generate import check as run_check
-    from gpuslo.backtest_cmd import parse_time
-    from slo_engine import load_specs
-    from slo_engine.history import HistoryError
+    from gpuslo.cli.backtest_cmd import parse_time
+    from gpuslo.dashboards.generate import all_dashboards
+    from gpuslo.dashboards.generate import check as run_check
+    from gpuslo.foundation.prometheus import HistoryError
+    from gpuslo.slo_engine import load_specs
 
     slos, _ = load_specs(args.specs)
     now = time.time()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpuslo.agent_cmd import UsageError
+from gpuslo.cli.agent_cmd import UsageError
 
 DESCRIPTION = """\
 Replay history through the alert policy of each SLO: every alert episode with its start, end
@@ -100,7 +100,7 @@ def add_parser(sub: Any) -> None:
 
 def parse_time(text: str, now: float) -> float:
     """Unix seconds, ISO 8601, ``now`` or ``now-DURATION``."""
-    from slo_engine.durations import parse_duration
+    from gpuslo.foundation.durations import parse_duration
 
     text = text.strip()
     m = re.fullmatch(r"now(?:\s*-\s*(\S+))?", text)
@@ -142,12 +142,12 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slo_engine import load_specs, load_tiers
-    from slo_engine.backtest import BacktestError, load_incidents, parse_policy, to_json
-    from slo_engine.backtest import run as backtest
-    from slo_engine.durations import parse_duration
-    from slo_engine.errors import SpecError
-    from slo_engine.history import HistoryError
+    from gpuslo.foundation.durations import parse_duration
+    from gpuslo.foundation.errors import SpecError
+    from gpuslo.foundation.prometheus import HistoryError
+    from gpuslo.slo_engine import load_specs, load_tiers
+    from gpuslo.slo_engine.backtest import BacktestError, load_incidents, parse_policy, to_json
+    from gpuslo.slo_engine.backtest import run as backtest
 
     try:
         step = parse_duration(args.step)
@@ -202,7 +202,8 @@ def _histories(
 ) -> Any:
     """(slo, base rates, from, to) per SLO. The data starts one SLO period before ``from`` so
     every window is full when the backtest starts."""
-    from slo_engine.history import HistoryError, sli_from_prometheus, sli_from_table
+    from gpuslo.foundation.prometheus import HistoryError
+    from gpuslo.slo_engine.history import sli_from_prometheus, sli_from_table
 
     if args.data:
         tables = [p for p in args.data if p.suffix in (".csv", ".parquet")]
@@ -243,7 +244,8 @@ def _from_openmetrics(
     rule_files: Sequence[Path] = (),
     interval: str = "1m",
 ) -> Any:
-    from slo_engine.history import openmetrics_prometheus, sli_from_prometheus
+    from gpuslo.foundation.prometheus import openmetrics_prometheus
+    from gpuslo.slo_engine.history import sli_from_prometheus
 
     rules = _recording_rules(rule_files) if rule_files else None
     with openmetrics_prometheus(paths, rules, interval) as (url, first, last):
@@ -260,7 +262,7 @@ def _recording_rules(paths: Sequence[Path]) -> list[dict[str, Any]]:
     recordings only)."""
     import yaml
 
-    from slo_engine.history import HistoryError
+    from gpuslo.foundation.prometheus import HistoryError
 
     groups = []
     for path in paths:
@@ -279,7 +281,7 @@ def _recording_rules(paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 def _explain_pages(result: Any, url: str, step: float) -> None:
     """The ranked causes of each page episode, into the result (for the report)."""
-    from slo_engine.correlate import explain
+    from gpuslo.slo_engine.correlate import explain
 
     for episode in result.evaluation.episodes:
         if episode.severity != "page":
@@ -327,7 +329,7 @@ def _write_html(out: Path, results: list[Any], incidents: list[Any]) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from slo_engine.durations import format_duration
+    from gpuslo.foundation.durations import format_duration
 
     parts = [
         "<html><head><meta charset='utf-8'><title>gpuslo backtest</title>",
@@ -442,10 +444,10 @@ def add_explain_parser(sub: Any) -> None:
 
 
 def explain_run(args: argparse.Namespace) -> int:
-    from slo_engine import load_specs
-    from slo_engine.correlate import explain
-    from slo_engine.durations import parse_duration
-    from slo_engine.history import HistoryError
+    from gpuslo.foundation.durations import parse_duration
+    from gpuslo.foundation.prometheus import HistoryError
+    from gpuslo.slo_engine import load_specs
+    from gpuslo.slo_engine.correlate import explain
 
     try:
         step = parse_duration(args.step)

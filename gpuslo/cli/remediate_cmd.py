@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gpuslo import conventions as c
-from gpuslo.agent_cmd import UsageError
+from gpuslo.cli.agent_cmd import UsageError
+from gpuslo.foundation import conventions as c
 
 EPILOG = """\
 examples:
@@ -84,7 +84,7 @@ def add_parser(sub: Any) -> None:
 
 
 def validate(args: argparse.Namespace) -> int:
-    from remediation.policy import load_policy
+    from gpuslo.remediation.policy import load_policy
 
     spec = load_policy(args.policy)
     print(f"{len(spec.policies)} polic{'y' if len(spec.policies) == 1 else 'ies'} valid")
@@ -105,7 +105,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _actuator(args: argparse.Namespace) -> Any:
-    from remediation.actuators import LogActuator, TwinActuator
+    from gpuslo.remediation.actuators import LogActuator, TwinActuator
 
     if args.actuator == "log":
         return LogActuator()
@@ -113,16 +113,16 @@ def _actuator(args: argparse.Namespace) -> Any:
         if not args.twin_url:
             raise UsageError("--actuator twin needs --twin-url")
         return TwinActuator(args.twin_url)
-    from remediation.kube import KubernetesActuator
+    from gpuslo.remediation.kube import KubernetesActuator
 
     return KubernetesActuator.from_environment()
 
 
 def serve(args: argparse.Namespace) -> int:
-    from remediation.engine import CauseCheck, DataCheck, Remediator
-    from remediation.journal import Journal
-    from remediation.policy import load_policy
-    from remediation.server import Hook, Metrics, tls_context
+    from gpuslo.remediation.engine import CauseCheck, DataCheck, Remediator
+    from gpuslo.remediation.journal import Journal
+    from gpuslo.remediation.policy import load_policy
+    from gpuslo.remediation.server import Hook, Metrics, tls_context
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

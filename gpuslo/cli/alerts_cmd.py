@@ -55,9 +55,9 @@ def add_parser(sub: Any) -> None:
 def config(args: argparse.Namespace) -> int:
     import yaml
 
-    from alerts.config import alertmanager_config
-    from gpuslo.agent_cmd import UsageError
-    from slo_engine import load_specs
+    from gpuslo.alerts.config import alertmanager_config
+    from gpuslo.cli.agent_cmd import UsageError
+    from gpuslo.slo_engine import load_specs
 
     if not args.hook_url.startswith(("http://", "https://")):
         raise UsageError(f"--hook-url: expected an http(s) URL, got {args.hook_url!r}")
@@ -80,7 +80,7 @@ def config(args: argparse.Namespace) -> int:
 def health(args: argparse.Namespace) -> int:
     import yaml
 
-    from alerts.health import health_rules
+    from gpuslo.alerts.health import health_rules
 
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / "gpuslo-health.rules.yaml"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpuslo.agent_cmd import UsageError
+from gpuslo.cli.agent_cmd import UsageError
 
 EPILOG = """\
 examples:
@@ -85,7 +85,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _catalog(path: str) -> Any:
-    from cost_model.catalog import load_catalog
+    from gpuslo.cost_model.catalog import load_catalog
 
     if not Path(path).is_file():
         raise UsageError(f"{path}: no such file")
@@ -93,7 +93,7 @@ def _catalog(path: str) -> Any:
 
 
 def validate(args: argparse.Namespace) -> int:
-    from cost_model.rules import check_regexes
+    from gpuslo.cost_model.rules import check_regexes
 
     catalog = _catalog(args.catalog)
     for pattern in check_regexes(catalog):
@@ -112,7 +112,7 @@ def validate(args: argparse.Namespace) -> int:
 def rules(args: argparse.Namespace) -> int:
     import yaml
 
-    from cost_model.rules import rule_groups
+    from gpuslo.cost_model.rules import rule_groups
 
     catalog = _catalog(args.catalog)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -127,10 +127,10 @@ def rules(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from cost_model.report import build, write
-    from gpuslo.backtest_cmd import parse_time
-    from slo_engine.durations import parse_duration
-    from slo_engine.history import HistoryError
+    from gpuslo.cli.backtest_cmd import parse_time
+    from gpuslo.cost_model.report import build, write
+    from gpuslo.foundation.durations import parse_duration
+    from gpuslo.foundation.prometheus import HistoryError
 
     catalog = _catalog(args.catalog)
     try:
@@ -171,7 +171,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def _window(lo: float, hi: float, step: float) -> Any:
-    from cost_model.report import Window
+    from gpuslo.cost_model.report import Window
 
     n = math.floor((hi - lo) / step)
     return Window(hi - n * step, hi, step)
@@ -185,8 +185,8 @@ def _from_files(
     step: float,
     ttft: float | None,
 ) -> tuple[Any, Any, Any]:
-    from cost_model.report import build
-    from slo_engine.history import openmetrics_prometheus
+    from gpuslo.cost_model.report import build
+    from gpuslo.foundation.prometheus import openmetrics_prometheus
 
     with openmetrics_prometheus(args.data) as (url, first, last):
         window = _window(

@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpuslo import (
-    __version__,
+from gpuslo import __version__
+from gpuslo.cli import (
     agent_cmd,
     alerts_cmd,
     backtest_cmd,
@@ -15,6 +15,7 @@ from gpuslo import (
     dashboards_cmd,
     demo_cmd,
     drift_cmd,
+    examples_cmd,
     remediate_cmd,
     slo_cmd,
     twin_cmd,
@@ -40,13 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     remediate_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
+    examples_cmd.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
-    from collectors.backends import BackendUnavailable
-    from slo_engine.errors import SpecError
+    from gpuslo.collectors.backends import BackendUnavailable
+    from gpuslo.foundation.errors import SpecError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,155 @@
+"""The Prometheus HTTP API client every reader shares: range queries chunked under
+Prometheus' 11,000-points-per-series limit and joined back per series, instant queries,
+samples on a fixed grid, and a throwaway loopback Prometheus holding OpenMetrics history."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_POINTS = 10_000  # per range query; Prometheus refuses more than 11,000
+
+
+class HistoryError(Exception):
+    """History that cannot be read: one line for the user."""
+
+
+Series = dict[str, Any]  # one result series of the Prometheus HTTP API
+
+
+def steps(start: float, end: float, step: float) -> int:
+    """Evaluation times ``start + k * step`` up to ``end``."""
+    return math.floor((end - start) / step + 1e-9) + 1
+
+
+def range_series(
+    url: str,
+    expr: str,
+    start: float,
+    end: float,
+    step: float,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 300.0,
+) -> list[Series]:
+    """Every series ``expr`` returns at ``start + k * step`` up to ``end``, fetched in chunks
+    under Prometheus' points-per-series limit and joined back per label set."""
+    n = steps(start, end, step)
+    joined: dict[tuple[tuple[str, str], ...], Series] = {}
+    for lo in range(0, n, MAX_POINTS):
+        hi = min(n, lo + MAX_POINTS)
+        params = {
+            "query": expr,
+            "start": repr(start + lo * step),
+            "end": repr(start + (hi - 1) * step),
+            "step": repr(step),
+        }
+        body = get_json(
+            f"{url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}", timeout
+        )
+        for series in body["data"]["result"]:
+            key = tuple(sorted(series["metric"].items()))
+            if key in joined:
+                joined[key]["values"].extend(series["values"])
+            else:
+                joined[key] = {"metric": series["metric"], "values": list(series["values"])}
+        if progress is not None:
+            progress(hi - lo)
+    return list(joined.values())
+
+
+def instant(url: str, expr: str, at: float, timeout: float = 300.0) -> list[Series]:
+    """The series ``expr`` returns at ``at``."""
+    params = urllib.parse.urlencode({"query": expr, "time": repr(at)})
+    return list(get_json(f"{url.rstrip('/')}/api/v1/query?{params}", timeout)["data"]["result"])
+
+
+def on_grid(
+    series: Series | list[Series], start: float, step: float, n: int
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The samples of one series (or the sum of several) on the grid ``start + k * step``,
+    NaN where there is none."""
+    values = np.full(n, np.nan)
+    for s in series if isinstance(series, list) else [series]:
+        for t, v in s["values"]:
+            k = round((float(t) - start) / step)
+            if 0 <= k < n:
+                value = float(v)
+                values[k] = value if np.isnan(values[k]) else values[k] + value
+    return values
+
+
+def query_range(
+    url: str,
+    expr: str,
+    start: float,
+    end: float,
+    step: float,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 300.0,
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], int]:
+    """Values of ``expr`` at ``start + k * step`` up to ``end`` (NaN where it had none), and
+    the number of series it returned (0 or 1 expected; several are summed)."""
+    found = range_series(url, expr, start, end, step, progress, timeout)
+    return on_grid(found, start, step, steps(start, end, step)), len(found)
+
+
+def get_json(url: str, timeout: float) -> Any:
+    """A Prometheus HTTP API answer; HistoryError with one line for anything else."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = json.load(resp)
+    except urllib.error.HTTPError as err:
+        try:
+            detail = json.load(err).get("error", "")
+        except (ValueError, OSError):
+            detail = ""
+        raise HistoryError(f"Prometheus answered HTTP {err.code}: {detail or err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise HistoryError(
+            f"cannot reach Prometheus at {url.split('/api/')[0]}: {reason}"
+        ) from None
+    if body.get("status") != "success":
+        raise HistoryError(f"Prometheus: {body.get('error', 'query failed')}")
+    return body
+
+
+@contextlib.contextmanager
+def openmetrics_prometheus(
+    paths: Sequence[Path],
+    recording_rules: list[dict[str, Any]] | None = None,
+    interval: str = "1m",
+) -> Iterator[tuple[str, float, float]]:
+    """A throwaway loopback Prometheus holding OpenMetrics history files, and the recording
+    rules evaluated over them at ``interval``: yields its URL and the first and last sample
+    times. Stopped and removed afterwards."""
+    import tempfile
+
+    from .promlab import LabError, Prometheus
+
+    for path in paths:
+        if not path.is_file():
+            raise HistoryError(f"{path}: no such file")
+    with tempfile.TemporaryDirectory(prefix="gpuslo-history-") as tmp:
+        try:
+            with Prometheus(Path(tmp) / "prom") as prom:
+                for path in paths:
+                    prom.backfill_openmetrics(path)
+                prom.restart()
+                span = prom.block_span()
+                if span is None:
+                    raise HistoryError("--data: no samples in the files")
+                if recording_rules:
+                    prom.backfill_rules(recording_rules, span[0], span[1], interval)
+                yield prom.url, span[0], span[1]
+        except LabError as err:
+            raise HistoryError(f"--data: {err}") from None
