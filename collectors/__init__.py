@@ -6,10 +6,11 @@ if __name__ != "gpuslo.collectors":  # the folder is gpuslo.collectors; one modu
     )
 
 
+from gpuslo.foundation.exposition import render, wants_openmetrics
+
 from .agent import Agent, Collector, Snapshot
 from .attribution import PodRef, PodResourcesAttributor, ProcessRef, list_pod_devices, process_ref
 from .errors import CollectorUnavailable
-from .exposition import render, wants_openmetrics
 from .gpu import GpuCollector, is_blank
 from .infiniband import InfinibandCollector
 from .server import AgentServer

@@ -17,9 +17,9 @@ from prometheus_client.core import Metric
 
 from gpuslo import __version__
 from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family, render
 
 from .errors import CollectorUnavailable
-from .exposition import add, family, render
 
 log = logging.getLogger(__name__)
 

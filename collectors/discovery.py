@@ -20,8 +20,8 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family
 
-from .exposition import add, family
 from .servers import ADAPTERS, Target
 
 log = logging.getLogger(__name__)

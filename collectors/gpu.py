@@ -10,11 +10,11 @@ from pathlib import Path
 from prometheus_client.core import Metric
 
 from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family
 
 from .attribution import PodRef, PodResourcesAttributor, process_ref
 from .backends.base import BackendUnavailable, DriverInfo, GpuBackend, GpuSample
 from .errors import CollectorUnavailable
-from .exposition import add, family
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from prometheus_client.core import Metric
 
 from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family
 
 from .errors import CollectorUnavailable
-from .exposition import add, family
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample as PromSample
 
 from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family
 
-from .exposition import add, family
 from .tenants import TenantCap
 
 _SAMPLE = re.compile(

@@ -13,8 +13,7 @@ import threading
 from prometheus_client.core import Metric
 
 from gpuslo.foundation import conventions as c
-
-from .exposition import add, family
+from gpuslo.foundation.exposition import add, family
 
 DEFAULT_TENANT_CAP = 100
 

@@ -16,7 +16,7 @@ import pytest
 from gpuslo.foundation.promlab import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
-GOLDEN = Path(__file__).parent / "golden"
+ROOT = Path(__file__).resolve().parents[1]
 SYSFS = FIXTURES / "sysfs"
 
 
@@ -24,16 +24,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--regen-golden",
         action="store_true",
-        help="rewrite tests/golden/* from the current output (review the diff!)",
+        help="rewrite every tests/*/golden/* file from the current output (review the diff!)",
     )
 
 
 @pytest.fixture
 def golden(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    """Compare text with tests/golden/NAME, or rewrite it under --regen-golden."""
+    """Compare text with golden/NAME beside the test file, or rewrite it under --regen-golden."""
 
     def check(name: str, text: str) -> None:
-        path = GOLDEN / name
+        path = Path(request.path).parent / "golden" / name
         if request.config.getoption("--regen-golden"):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

@@ -259,7 +259,7 @@ def run_cli(*args: str):
 
 
 def test_cli_validates_policies_and_refuses_bad_input_without_a_traceback(tmp_path):
-    example = Path(__file__).resolve().parents[1] / "examples" / "remediation" / "policy.yaml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "remediation" / "policy.yaml"
     ok = run_cli("validate", str(example))
     assert ok.returncode == 0 and "3 policies valid" in ok.stdout
     bad = tmp_path / "bad.yaml"

@@ -16,7 +16,7 @@ from gpuslo.slo_engine.evaluator import Episode, SliData
 from gpuslo.slo_engine.model import SLO, AlertTier
 from tests.conftest import run_gpuslo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WINDOWS = """\
 version: 1
 tiers:

@@ -7,7 +7,7 @@ import yaml
 from gpuslo.slo_engine import SpecError, load_specs, rule_groups, write_outputs
 from tests.conftest import need
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SLOTH = ROOT / "examples" / "slos" / "sloth" / "embeddings.yaml"
 
 
@@ -20,8 +20,8 @@ def alerts(slos, name):
 def test_a_sloth_spec_imports_unchanged_and_generates_golden_rules(tmp_path, golden):
     slos, _ = load_specs([SLOTH])
     rules, inhibit = write_outputs(slos, [str(SLOTH)], tmp_path)
-    golden("slo_sloth_embeddings.rules.yaml", rules.read_text().partition("groups:")[2])
-    golden("slo_sloth_inhibit.yaml", inhibit.read_text().partition("inhibit_rules:")[2])
+    golden("sloth_embeddings.rules.yaml", rules.read_text())
+    golden("sloth_inhibit.yaml", inhibit.read_text())
     promtool = need("promtool")
     out = subprocess.run(
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60

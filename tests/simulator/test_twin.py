@@ -21,7 +21,7 @@ from gpuslo.simulator.offline import run_offline
 from gpuslo.simulator.scenario import load_scenario
 from tests.conftest import run_gpuslo
 
-SCENARIOS = Path(__file__).resolve().parents[1] / "simulator" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "simulator" / "scenarios"
 
 
 def run(fleet: Fleet, until: float, dt: float = 15.0) -> None:

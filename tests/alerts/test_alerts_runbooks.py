@@ -13,7 +13,7 @@ from gpuslo.slo_engine import load_specs, rule_groups
 from gpuslo.slo_engine.rules import DEFAULT_RUNBOOK_BASE
 from tests.conftest import need, run_gpuslo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "examples" / "slos").rglob("*.yaml"))
 COST = """\
 apiVersion: gpuslo/v1

@@ -17,7 +17,7 @@ from gpuslo.simulator.offline import run_offline
 from gpuslo.simulator.scenario import load_scenario
 from tests.conftest import need, otlp_agent, run_gpuslo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START = 1_790_000_000.0
 MIN = 60
 

@@ -18,7 +18,7 @@ from gpuslo.simulator.scenario import load_scenario
 from gpuslo.slo_engine import load_specs, rule_groups
 from tests.conftest import run_gpuslo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START = 1_790_000_000.0
 SLOS = """\
 apiVersion: gpuslo/v1

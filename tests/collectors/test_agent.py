@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 
 from gpuslo.collectors import Agent, AgentServer, CollectorUnavailable
-from gpuslo.collectors.exposition import add, family
 from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family
 
 
 class Static:

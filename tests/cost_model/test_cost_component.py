@@ -24,7 +24,7 @@ from gpuslo.simulator.offline import run_offline
 from gpuslo.simulator.scenario import load_scenario
 from tests.conftest import run_gpuslo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CATALOG = """\
 apiVersion: gpuslo/v1
 kind: PriceCatalog

@@ -5,7 +5,7 @@ import pytest
 from gpuslo.slo_engine import SpecError, load_specs, load_tiers
 from tests.conftest import run_gpuslo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "slos" / "chat.yaml"
 
 

@@ -1,8 +1,8 @@
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from gpuslo.collectors.exposition import add, family, format_value, render, wants_openmetrics
 from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family, format_value, render, wants_openmetrics
 
 
 def _families():

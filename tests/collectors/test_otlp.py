@@ -17,7 +17,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpuslo.collectors.exposition import render
 from gpuslo.collectors.otlp import (
     ADVISED_BOUNDS,
     OtlpReceiver,
@@ -26,6 +25,7 @@ from gpuslo.collectors.otlp import (
     outcome_of,
 )
 from gpuslo.collectors.tenants import TenantCap
+from gpuslo.foundation.exposition import render
 from tests.conftest import otlp_agent
 
 DURATION = "gen_ai_server_request_duration_seconds"
