@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from gpuslo.foundation import conventions as c
-from gpuslo.slo_engine.rules import DEFAULT_RUNBOOK_BASE
 
 
 def _alert(
@@ -20,7 +19,7 @@ def _alert(
         "annotations": {
             "summary": summary,
             "description": description,
-            "runbook_url": f"{DEFAULT_RUNBOOK_BASE}/{runbook}.md",
+            "runbook_url": f"{c.RUNBOOK_BASE_URL}/{runbook}.md",
         },
     }
 
@@ -29,7 +28,7 @@ def health_rules() -> list[dict[str, Any]]:
     """One group per layer: agent, GPU, fabric."""
     agent = [
         _alert(
-            "GpusloCollectorFailing",
+            c.ALERT_COLLECTOR_FAILING,
             f"{c.COLLECTOR_SUCCESS.name} == 0",
             "10m",
             "ticket",
@@ -39,7 +38,7 @@ def health_rules() -> list[dict[str, Any]]:
             "missing or stale.",
         ),
         _alert(
-            "GpusloTargetDown",
+            c.ALERT_TARGET_DOWN,
             f"{c.TARGET_UP.name} == 0",
             "5m",
             "ticket",
@@ -51,7 +50,7 @@ def health_rules() -> list[dict[str, Any]]:
     ]
     gpu = [
         _alert(
-            "GpusloGpuLost",
+            c.ALERT_GPU_LOST,
             f"{c.GPU_UP.name} == 0",
             "2m",
             "page",
@@ -61,7 +60,7 @@ def health_rules() -> list[dict[str, Any]]:
             "or failing). The pods on it are degraded or down.",
         ),
         _alert(
-            "GpusloXidErrors",
+            c.ALERT_XID_ERRORS,
             f"increase({c.GPU_XID_ERRORS.name}[10m]) > 0",
             "0m",
             "ticket",
@@ -70,7 +69,7 @@ def health_rules() -> list[dict[str, Any]]:
             "The driver reported XID errors in the last 10 minutes.",
         ),
         _alert(
-            "GpusloGpuThermalThrottling",
+            c.ALERT_GPU_THERMAL_THROTTLING,
             f'rate({c.GPU_THROTTLE_SECONDS.name}{{reason="thermal"}}[5m]) > 0.1',
             "10m",
             "ticket",
@@ -82,7 +81,7 @@ def health_rules() -> list[dict[str, Any]]:
     ]
     fabric = [
         _alert(
-            "GpusloNvlinkCrcErrors",
+            c.ALERT_NVLINK_CRC_ERRORS,
             f"sum by (Hostname, gpu) (rate({c.GPU_NVLINK_CRC_FLIT_ERRORS.name}[5m])) > 1",
             "10m",
             "ticket",
@@ -91,7 +90,7 @@ def health_rules() -> list[dict[str, Any]]:
             "Over one CRC flit error a second for 10 minutes: collectives slow down.",
         ),
         _alert(
-            "GpusloInfinibandPortDown",
+            c.ALERT_INFINIBAND_PORT_DOWN,
             f"{c.IB_STATE_ID.name} != 4",
             "2m",
             "page",
@@ -101,7 +100,6 @@ def health_rules() -> list[dict[str, Any]]:
         ),
     ]
     return [
-        {"name": "gpuslo-agent-health", "rules": agent},
-        {"name": "gpuslo-gpu-health", "rules": gpu},
-        {"name": "gpuslo-fabric-health", "rules": fabric},
+        {"name": name, "rules": rules}
+        for name, rules in zip(c.HEALTH_RULE_GROUPS, (agent, gpu, fabric), strict=True)
     ]

@@ -55,7 +55,6 @@ from gpuslo.foundation import conventions as c
 from gpuslo.foundation.exposition import add, family
 
 from .server import BackgroundHTTPServer
-from .servers import CANONICAL_HELP
 from .tenants import TenantCap
 
 log = logging.getLogger(__name__)
@@ -63,77 +62,19 @@ log = logging.getLogger(__name__)
 DELTA, CUMULATIVE = 1, 2
 NO_RECORDED_VALUE = 1
 DURATION, TTFT, TPOT, TOKENS = (
-    "gen_ai.server.request.duration",
-    "gen_ai.server.time_to_first_token",
-    "gen_ai.server.time_per_output_token",
-    "gen_ai.client.token.usage",
+    c.GENAI_REQUEST_DURATION,
+    c.GENAI_TIME_TO_FIRST_TOKEN,
+    c.GENAI_TIME_PER_OUTPUT_TOKEN,
+    c.GENAI_TOKEN_USAGE,
 )
 CANONICAL = {
     DURATION: c.REQUEST_DURATION,
     TTFT: c.TIME_TO_FIRST_TOKEN,
     TPOT: c.TIME_PER_OUTPUT_TOKEN,
 }
-# The GenAI semantic conventions' advised explicit bucket boundaries (seconds).
-ADVISED_BOUNDS: dict[str, tuple[float, ...]] = {
-    DURATION: (
-        0.01,
-        0.02,
-        0.04,
-        0.08,
-        0.16,
-        0.32,
-        0.64,
-        1.28,
-        2.56,
-        5.12,
-        10.24,
-        20.48,
-        40.96,
-        81.92,
-    ),
-    TTFT: (
-        0.001,
-        0.005,
-        0.01,
-        0.02,
-        0.04,
-        0.06,
-        0.08,
-        0.1,
-        0.25,
-        0.5,
-        0.75,
-        1.0,
-        2.5,
-        5.0,
-        7.5,
-        10.0,
-    ),
-    TPOT: (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5),
-    TOKENS: (
-        1,
-        4,
-        16,
-        64,
-        256,
-        1024,
-        4096,
-        16384,
-        65536,
-        262144,
-        1048576,
-        4194304,
-        16777216,
-        67108864,
-    ),
-}
-PASSTHROUGH = "gpuslo.drift."  # gauges of gpuslo's own jobs, exposed as they come
-_PASSTHROUGH_HELP = {
-    "gpuslo_drift_score": "Drift test value per feature (p-value or distance).",
-    "gpuslo_drift_detected": "1 when the feature drifted from its reference window.",
-    "gpuslo_drift_dataset_detected": "1 when enough features drifted.",
-    "gpuslo_drift_share": "Share of features that drifted.",
-}
+ADVISED_BOUNDS = c.GENAI_ADVISED_BOUNDS
+PASSTHROUGH = c.OTLP_PASSTHROUGH_PREFIX  # gauges of gpuslo's own jobs, exposed as they come
+_PASSTHROUGH_HELP = {spec.name: spec.help for spec in c.DRIFT_FAMILIES}
 UNITS = {"s": 1.0, "": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 DEFAULT_TENANT_KEYS = ("gpuslo.tenant", "tenant")
 DEFAULT_MAX_STREAMS = 100_000
@@ -530,7 +471,7 @@ class OtlpReceiver:
         for (name, labels), bounds, cum, total, count in sorted(hists, key=lambda h: h[0]):
             fam = families.get(name)
             if fam is None:
-                fam = families[name] = Metric(name, CANONICAL_HELP[name], "histogram")
+                fam = families[name] = Metric(name, c.CANONICAL_HELP[name], "histogram")
             base = dict(labels)
             for bound, n in zip(bounds, cum, strict=False):
                 le = repr(round(bound, 12))
@@ -543,7 +484,7 @@ class OtlpReceiver:
         for (name, labels), value in sorted(counters):
             fam = families.get(name)
             if fam is None:
-                fam = families[name] = Metric(name, CANONICAL_HELP[name], "counter")
+                fam = families[name] = Metric(name, c.CANONICAL_HELP[name], "counter")
             fam.samples.append(PromSample(name, dict(labels), value, None, None))
         for (name, labels), value in sorted(gauges):
             fam = families.get(name)

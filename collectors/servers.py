@@ -444,7 +444,7 @@ class ServerCollector:
                 metric = families.get(fam_name)
                 if metric is None:
                     metric = families[fam_name] = Metric(
-                        fam_name, CANONICAL_HELP.get(fam_name, ""), kind
+                        fam_name, c.CANONICAL_HELP.get(fam_name, ""), kind
                     )
                 metric.samples.append(PromSample(name, dict(lbls), value, None, None))
         for url in set(self.errors) - {t.url for t in targets}:
@@ -462,19 +462,6 @@ _HISTOGRAMS = {
     c.TIME_PER_OUTPUT_TOKEN,
     c.REQUEST_DURATION,
     c.SERVER_QUEUE_TIME.name,
-}
-CANONICAL_HELP = {  # help text of the canonical series, shared with the OTLP receiver
-    c.TIME_TO_FIRST_TOKEN: "Time to first token (s), from the inference server.",
-    c.TIME_PER_OUTPUT_TOKEN: "Time per output token (s), from the inference server.",
-    c.REQUEST_DURATION: "End-to-end request duration (s), from the inference server.",
-    c.REQUESTS_TOTAL: "Requests by outcome, from the inference server.",
-    c.TOKEN_USAGE_TOTAL: "Tokens by type (input, output), from the inference server.",
-    RUNNING: c.SERVER_REQUESTS_RUNNING.help,
-    WAITING: c.SERVER_REQUESTS_WAITING.help,
-    KV_CACHE: c.SERVER_KV_CACHE_USAGE.help,
-    c.SERVER_DURATION_SECONDS.name: c.SERVER_DURATION_SECONDS.help,
-    c.SERVER_QUEUE_TIME.name: c.SERVER_QUEUE_TIME.help,
-    c.SERVER_QUEUE_SECONDS.name: c.SERVER_QUEUE_SECONDS.help,
 }
 
 

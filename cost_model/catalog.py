@@ -25,19 +25,16 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from gpuslo.foundation.errors import SpecError
+from gpuslo.foundation.specmodel import FrozenStrict
 from gpuslo.foundation.yamlpos import load_single, problem_at
 
 PricingClass = Literal["on-demand", "reserved", "spot"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NodeRule(_Strict):
+class NodeRule(FrozenStrict):
     match: str = Field(description="regular expression over the node's Hostname, whole name")
     gpu: str
     pricing: PricingClass = Field(alias="class")
@@ -52,16 +49,16 @@ class NodeRule(_Strict):
         return value
 
 
-class CpuPrices(_Strict):
+class CpuPrices(FrozenStrict):
     per_vcpu_hour: float = Field(ge=0)
     per_gib_hour: float = Field(ge=0)
 
 
-class EnergyPrice(_Strict):
+class EnergyPrice(FrozenStrict):
     per_kwh: float = Field(ge=0)
 
 
-class PriceCatalog(_Strict):
+class PriceCatalog(FrozenStrict):
     apiVersion: Literal["gpuslo/v1"]
     kind: Literal["PriceCatalog"]
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")

@@ -16,19 +16,18 @@ from gpuslo.foundation.promql import number, quote
 
 from .catalog import PriceCatalog
 
-P = c.RULE_PREFIX
-GPU_PRICE = f"{P}gpu_price:dollars_per_second"
-POD_SHARE = f"{P}gpu_pod_share:ratio"
-POD_GPU_COST = f"{P}pod_gpu_cost:dollars_per_second"
-POD_CPU_COST = f"{P}pod_cpu_cost:dollars_per_second"
-POD_COST = f"{P}pod_cost:dollars_per_second"
-MODEL_COST = f"{P}model_cost:dollars_per_second"
-TENANT_COST = f"{P}tenant_cost:dollars_per_second"
-FLEET_COST = f"{P}fleet_cost:dollars_per_second"
-IDLE_COST = f"{P}idle_cost:dollars_per_second"
-UNATTRIBUTED_COST = f"{P}unattributed_cost:dollars_per_second"
-PER_1K_REQUESTS = f"{P}model_cost_per_1k_requests:dollars"
-PER_1M_TOKENS = f"{P}model_cost_per_1m_tokens:dollars"
+GPU_PRICE = c.COST_GPU_PRICE
+POD_SHARE = c.COST_POD_SHARE
+POD_GPU_COST = c.COST_POD_GPU
+POD_CPU_COST = c.COST_POD_CPU
+POD_COST = c.COST_POD
+MODEL_COST = c.COST_MODEL
+TENANT_COST = c.COST_TENANT
+FLEET_COST = c.COST_FLEET
+IDLE_COST = c.COST_IDLE
+UNATTRIBUTED_COST = c.COST_UNATTRIBUTED
+PER_1K_REQUESTS = c.COST_PER_1K_REQUESTS
+PER_1M_TOKENS = c.COST_PER_1M_TOKENS
 RATE = "5m"
 MODEL_OF_POD = 'group by (namespace, pod, model) ({model!="", pod!=""})'
 
@@ -102,7 +101,7 @@ def rule_groups(catalog: PriceCatalog) -> list[dict[str, Any]]:
         },
         {"record": PER_1M_TOKENS, "expr": f"{MODEL_COST} / on (model) {tokens} * 1e6"},
     ]
-    return [{"name": "gpuslo-cost", "rules": rules}]
+    return [{"name": c.COST_RULE_GROUP, "rules": rules}]
 
 
 def _cpu_rules(catalog: PriceCatalog) -> list[dict[str, Any]]:
@@ -122,30 +121,6 @@ def _cpu_rules(catalog: PriceCatalog) -> list[dict[str, Any]]:
         },
         {"record": POD_COST, "expr": f"{POD_GPU_COST} or {POD_CPU_COST}"},
     ]
-
-
-def cost_sli(
-    model: str,
-    per_million_tokens: float | None = None,
-    per_thousand_requests: float | None = None,
-    dollars_per_hour: float | None = None,
-) -> tuple[str, str]:
-    """A cost SLI as time slices: each evaluation is one slice, bad while the model's cost
-    (per 1M tokens, per 1k requests, or $/hour) is above the ceiling. Needs the rules above
-    in the same Prometheus."""
-    sel = f"{{model={quote(model)}}}"
-    if per_million_tokens is not None:
-        series, ceiling, scale = PER_1M_TOKENS, per_million_tokens, ""
-    elif per_thousand_requests is not None:
-        series, ceiling, scale = PER_1K_REQUESTS, per_thousand_requests, ""
-    elif dollars_per_hour is not None:
-        series, ceiling, scale = MODEL_COST, dollars_per_hour, " * 3600"
-    else:
-        raise ValueError("a cost SLI needs a ceiling")
-    return (
-        f"(max({series}{sel}){scale}) > bool {number(ceiling)}",
-        f"count({series}{sel})",
-    )
 
 
 def check_regexes(catalog: PriceCatalog) -> list[str]:

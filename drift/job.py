@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import add, family, render
+
 NOT_FEATURES = {"timestamp", "model", "tenant", "namespace", "pod"}
 
 
@@ -140,39 +143,18 @@ def run(
 
 
 def exposition(results: Sequence[DriftResult]) -> str:
-    """The results as Prometheus text (for a textfile collector or a Pushgateway)."""
-    lines = [
-        "# HELP gpuslo_drift_score Drift test value per feature (p-value or distance).",
-        "# TYPE gpuslo_drift_score gauge",
-    ]
+    """The results as Prometheus text (for a textfile collector or a Pushgateway), through
+    the one exposition writer (label values escaped)."""
+    score, detected, dataset, share = (family(spec) for spec in c.DRIFT_FAMILIES)
     for r in results:
+        model = {c.LABEL_MODEL: r.model}
         for f in r.features:
-            lines.append(
-                f'gpuslo_drift_score{{model="{r.model}",feature="{f.feature}",'
-                f'method="{f.method}"}} {f.score:.6g}'
-            )
-    lines += [
-        "# HELP gpuslo_drift_detected 1 when the feature drifted.",
-        "# TYPE gpuslo_drift_detected gauge",
-    ]
-    for r in results:
-        for f in r.features:
-            lines.append(
-                f'gpuslo_drift_detected{{model="{r.model}",feature="{f.feature}"}} {int(f.drifted)}'
-            )
-    lines += [
-        "# HELP gpuslo_drift_dataset_detected 1 when enough features drifted.",
-        "# TYPE gpuslo_drift_dataset_detected gauge",
-    ]
-    lines += [
-        f'gpuslo_drift_dataset_detected{{model="{r.model}"}} {int(r.detected)}' for r in results
-    ]
-    lines += [
-        "# HELP gpuslo_drift_share Share of features that drifted.",
-        "# TYPE gpuslo_drift_share gauge",
-    ]
-    lines += [f'gpuslo_drift_share{{model="{r.model}"}} {r.share:.6g}' for r in results]
-    return "\n".join(lines) + "\n"
+            feature = {**model, c.LABEL_FEATURE: f.feature}
+            add(score, {**feature, c.LABEL_METHOD: f.method}, f.score)
+            add(detected, feature, int(f.drifted))
+        add(dataset, model, int(r.detected))
+        add(share, model, r.share)
+    return render([score, detected, dataset, share], openmetrics=False)
 
 
 def push(endpoint: str, results: Sequence[DriftResult], service: str = "gpuslo-drift") -> None:
@@ -193,10 +175,11 @@ def push(endpoint: str, results: Sequence[DriftResult], service: str = "gpuslo-d
         metric_readers=[reader], resource=Resource.create({"service.name": service})
     )
     meter = provider.get_meter("gpuslo.drift")
-    score = meter.create_gauge("gpuslo.drift.score")
-    detected = meter.create_gauge("gpuslo.drift.detected")
-    dataset = meter.create_gauge("gpuslo.drift.dataset_detected")
-    share = meter.create_gauge("gpuslo.drift.share")
+    # OTLP names of the drift families: gpuslo_drift_score is pushed as gpuslo.drift.score.
+    score, detected, dataset, share = (
+        meter.create_gauge(c.OTLP_PASSTHROUGH_PREFIX + spec.name.removeprefix("gpuslo_drift_"))
+        for spec in c.DRIFT_FAMILIES
+    )
     for r in results:
         for f in r.features:
             attrs = {"model": r.model, "feature": f.feature}
@@ -212,15 +195,13 @@ def push(endpoint: str, results: Sequence[DriftResult], service: str = "gpuslo-d
 
 def alert_rules(for_: str = "30m") -> list[dict[str, Any]]:
     """Alert on drift that lasts: a ticket, with its runbook."""
-    from gpuslo.slo_engine.rules import DEFAULT_RUNBOOK_BASE
-
     return [
         {
-            "name": "gpuslo-drift",
+            "name": c.DRIFT_RULE_GROUP,
             "rules": [
                 {
-                    "alert": "GpusloInputDrift",
-                    "expr": "max by (model) (gpuslo_drift_dataset_detected) == 1",
+                    "alert": c.ALERT_INPUT_DRIFT,
+                    "expr": f"max by (model) ({c.DRIFT_DATASET_DETECTED.name}) == 1",
                     "for": for_,
                     "labels": {"severity": "ticket", "tier": "drift"},
                     "annotations": {
@@ -228,7 +209,7 @@ def alert_rules(for_: str = "30m") -> list[dict[str, Any]]:
                         "their reference window.",
                         "description": "{{ $value }}: enough features drifted; see the drift "
                         "report and gpuslo_drift_detected by feature.",
-                        "runbook_url": f"{DEFAULT_RUNBOOK_BASE}/drift.md",
+                        "runbook_url": f"{c.RUNBOOK_BASE_URL}/drift.md",
                     },
                 }
             ],

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from gpuslo import __version__
-from gpuslo.collectors.otlp import ADVISED_BOUNDS, DURATION, TOKENS, TPOT, TTFT
+from gpuslo.foundation import conventions as c
 
 TENANT_ATTRIBUTE = "gpuslo.tenant"
 
@@ -59,13 +59,19 @@ class GenAIMetrics:
                 name,
                 unit=unit,
                 description=description,
-                explicit_bucket_boundaries_advisory=list(ADVISED_BOUNDS[name]),
+                explicit_bucket_boundaries_advisory=list(c.GENAI_ADVISED_BOUNDS[name]),
             )
 
-        self.duration = histogram(DURATION, "s", "Generative AI server request duration.")
-        self.ttft = histogram(TTFT, "s", "Time to generate the first token.")
-        self.tpot = histogram(TPOT, "s", "Time per output token after the first.")
-        self.tokens = histogram(TOKENS, "{token}", "Input and output tokens per request.")
+        self.duration = histogram(
+            c.GENAI_REQUEST_DURATION, "s", "Generative AI server request duration."
+        )
+        self.ttft = histogram(c.GENAI_TIME_TO_FIRST_TOKEN, "s", "Time to generate the first token.")
+        self.tpot = histogram(
+            c.GENAI_TIME_PER_OUTPUT_TOKEN, "s", "Time per output token after the first."
+        )
+        self.tokens = histogram(
+            c.GENAI_TOKEN_USAGE, "{token}", "Input and output tokens per request."
+        )
 
     @classmethod
     def to_agent(

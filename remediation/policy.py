@@ -20,25 +20,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from gpuslo.foundation.durations import parse_duration
 from gpuslo.foundation.errors import SpecError
+from gpuslo.foundation.specmodel import DNS_LABEL, FrozenStrict
 from gpuslo.foundation.yamlpos import load_single, problem_at
 
-_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_NAME = DNS_LABEL
 
 
 def _duration(value: str) -> str:
-    seconds(value)
+    seconds(value)  # a Prometheus duration, or 0s for none (a cooldown, a revert delay)
     return value
 
 
-class Workload(_Strict):
+class Workload(FrozenStrict):
     """A scalable workload: Deployment or StatefulSet, by namespace and name."""
 
     namespace: str = "default"
@@ -50,7 +47,7 @@ class Workload(_Strict):
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
-class Route(_Strict):
+class Route(FrozenStrict):
     """A Gateway API HTTPRoute whose backendRef weights split traffic between models."""
 
     namespace: str = "default"
@@ -61,7 +58,7 @@ class Route(_Strict):
         return f"HTTPRoute/{self.namespace}/{self.name}"
 
 
-class ScalePool(_Strict):
+class ScalePool(FrozenStrict):
     """Add replicas to a serving pool (``step``) or raise it to ``target``, within bounds."""
 
     pool: Workload
@@ -97,7 +94,7 @@ class ScalePool(_Strict):
         return cap
 
 
-class CpuFallback(_Strict):
+class CpuFallback(FrozenStrict):
     """Shift a share of a route's traffic to a CPU fallback model, in steps, after scaling the
     fallback pool up first."""
 
@@ -110,11 +107,11 @@ class CpuFallback(_Strict):
     max_percent: int = Field(default=50, gt=0, le=100)
 
 
-class NotifyOnly(_Strict):
+class NotifyOnly(FrozenStrict):
     """Record the decision; act on nothing."""
 
 
-class Action(_Strict):
+class Action(FrozenStrict):
     scale_pool: ScalePool | None = None
     cpu_fallback: CpuFallback | None = None
     notify_only: NotifyOnly | None = None
@@ -132,14 +129,14 @@ class Action(_Strict):
         )
 
 
-class RateLimit(_Strict):
+class RateLimit(FrozenStrict):
     max: int = Field(gt=0)
     per: str = "1h"
 
     _per = field_validator("per")(_duration)
 
 
-class Revert(_Strict):
+class Revert(FrozenStrict):
     after: str = Field(description="hysteresis: wait this long after resolution")
 
     _after = field_validator("after")(_duration)
@@ -164,7 +161,7 @@ CauseKind = Literal[
 CAUSE_KINDS: tuple[str, ...] = get_args(CauseKind)  # what slo_engine.correlate names
 
 
-class Policy(_Strict):
+class Policy(FrozenStrict):
     name: str = Field(pattern=_NAME, max_length=63)
     match: dict[str, str] = Field(min_length=1)
     action: Action
@@ -186,7 +183,7 @@ class Policy(_Strict):
         return all(labels.get(k) == v for k, v in self.match.items())
 
 
-class Settings(_Strict):
+class Settings(FrozenStrict):
     dry_run: bool = False
     kill_switch: str | None = Field(
         default=None, description="a file whose presence stops every action"
@@ -207,7 +204,7 @@ class Settings(_Strict):
     _explain_step = field_validator("explain_step")(_duration)
 
 
-class PolicyFile(_Strict):
+class PolicyFile(FrozenStrict):
     apiVersion: Literal["gpuslo/v1"]
     kind: Literal["RemediationPolicy"]
     settings: Settings = Field(default_factory=Settings)

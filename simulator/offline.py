@@ -15,12 +15,8 @@ from gpuslo.foundation.durations import parse_duration as _seconds
 from .fleet import Fleet, Histogram, TenantTotals
 from .scenario import Scenario, node_names_of
 
-TWIN_REPLICAS = "gpuslo_twin_pool_replicas"
-TWIN_READY = "gpuslo_twin_pool_ready_replicas"
-TWIN_FALLBACK_SHARE = "gpuslo_twin_fallback_share_percent"
-# Which model each replica pod serves: in a real fleet the agent's request series carry both
-# labels; the twin aggregates requests per pool, so it states the mapping in one series.
-TWIN_REPLICA_INFO = "gpuslo_twin_replica_info"
+TWIN_REPLICAS, TWIN_READY = c.TWIN_REPLICAS, c.TWIN_READY
+TWIN_FALLBACK_SHARE, TWIN_REPLICA_INFO = c.TWIN_FALLBACK_SHARE, c.TWIN_REPLICA_INFO
 IB_BYTES_PER_S = 5e9  # collective traffic per InfiniBand port
 CRC_ERRORS_PER_S = 40.0  # NVLink CRC flit errors a second on a link in a CRC storm
 

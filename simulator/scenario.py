@@ -20,15 +20,15 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gpuslo.collectors.backends.sim import PROFILES
-from gpuslo.foundation.durations import parse_duration
 from gpuslo.foundation.errors import SpecError, SpecProblem
 from gpuslo.foundation.resources import data_names, data_path
+from gpuslo.foundation.specmodel import DNS_LABEL, FrozenStrict, check_duration
 from gpuslo.foundation.yamlpos import load_single, problem_at
 
-_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+_NAME = DNS_LABEL
 _MIG = re.compile(r"^([1-7])g\.\d+gb$")
 
 
@@ -51,16 +51,7 @@ FaultKind = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _seconds(value: str) -> str:
-    parse_duration(value)
-    return value
-
-
-class NodeGroup(_Strict):
+class NodeGroup(FrozenStrict):
     prefix: str = Field(pattern=_NAME)
     count: int = Field(gt=0, le=4096)
     gpus: int = Field(default=8, gt=0, le=16)
@@ -89,7 +80,7 @@ class NodeGroup(_Strict):
         return value
 
 
-class Pool(_Strict):
+class Pool(FrozenStrict):
     """A GPU serving pool: replicas of one model, each on ``gpus_per_replica`` GPUs."""
 
     name: str = Field(pattern=_NAME)
@@ -105,7 +96,7 @@ class Pool(_Strict):
         default=None, description="run each replica on one MIG instance of this profile"
     )
 
-    _cold = field_validator("cold_start")(_seconds)
+    _cold = field_validator("cold_start")(check_duration)
 
     @model_validator(mode="after")
     def _mig_replica(self) -> Pool:
@@ -114,7 +105,7 @@ class Pool(_Strict):
         return self
 
 
-class Fallback(_Strict):
+class Fallback(FrozenStrict):
     """A CPU pool serving a smaller model, slower, with its own capacity."""
 
     name: str = Field(pattern=_NAME)
@@ -129,18 +120,18 @@ class Fallback(_Strict):
     vcpus_per_replica: int = Field(default=16, gt=0, description="CPU requested per replica")
     memory_gib_per_replica: float = Field(default=64, gt=0)
 
-    _cold = field_validator("cold_start")(_seconds)
+    _cold = field_validator("cold_start")(check_duration)
 
 
-class Burst(_Strict):
+class Burst(FrozenStrict):
     at: str
     for_: str = Field(alias="for")
     factor: float = Field(gt=0)
 
-    _at = field_validator("at", "for_")(_seconds)
+    _at = field_validator("at", "for_")(check_duration)
 
 
-class Tenant(_Strict):
+class Tenant(FrozenStrict):
     name: str = Field(pattern=_NAME)
     model: str
     requests_per_second: float = Field(gt=0)
@@ -150,7 +141,7 @@ class Tenant(_Strict):
     bursts: list[Burst] = Field(default_factory=list)
 
 
-class Fault(_Strict):
+class Fault(FrozenStrict):
     at: str
     for_: str = Field(alias="for")
     kind: FaultKind
@@ -159,7 +150,7 @@ class Fault(_Strict):
     tenant: str | None = None
     factor: float = Field(default=3.0, gt=0, description="traffic_spike: traffic multiplier")
 
-    _at = field_validator("at", "for_")(_seconds)
+    _at = field_validator("at", "for_")(check_duration)
 
     @model_validator(mode="after")
     def _target(self) -> Fault:
@@ -173,17 +164,17 @@ class Fault(_Strict):
         return self
 
 
-class ScaleTo(_Strict):
+class ScaleTo(FrozenStrict):
     pool: str
     replicas: int = Field(ge=0)
 
 
-class FallbackTo(_Strict):
+class FallbackTo(FrozenStrict):
     pool: str = Field(description="the GPU pool whose traffic shifts")
     percent: float = Field(ge=0, le=100)
 
 
-class ScriptedAction(_Strict):
+class ScriptedAction(FrozenStrict):
     """What an operator or the remediation hook would do, on the timeline (offline runs have
     no hook): scale a pool, or shift a share of a pool's traffic to the CPU fallback."""
 
@@ -191,7 +182,7 @@ class ScriptedAction(_Strict):
     scale: ScaleTo | None = None
     fallback: FallbackTo | None = None
 
-    _at = field_validator("at")(_seconds)
+    _at = field_validator("at")(check_duration)
 
     @model_validator(mode="after")
     def _one(self) -> ScriptedAction:
@@ -200,7 +191,7 @@ class ScriptedAction(_Strict):
         return self
 
 
-class Scenario(_Strict):
+class Scenario(FrozenStrict):
     apiVersion: Literal["gpuslo/v1"]
     kind: Literal["TwinScenario"]
     description: str = ""
@@ -214,7 +205,7 @@ class Scenario(_Strict):
     faults: list[Fault] = Field(default_factory=list)
     actions: list[ScriptedAction] = Field(default_factory=list)
 
-    _durations = field_validator("duration", "step")(_seconds)
+    _durations = field_validator("duration", "step")(check_duration)
 
 
 def shipped_scenarios() -> list[str]:

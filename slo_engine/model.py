@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpuslo.foundation import conventions as c
+
 # Calendar periods (UTC) and the nominal length that scales their burn-rate tiers.
 CALENDAR_PERIODS = {"month": 30 * 86400.0, "week": 7 * 86400.0}
 
@@ -48,7 +50,7 @@ class SLO:
     selector: tuple[tuple[str, str], ...] = ()
     threshold: float = 0.0
     # Alerting as an imported spec asks for it (Sloth keeps its users' routing working).
-    alert_name: str = "GpusloBudgetBurn"
+    alert_name: str = c.ALERT_BUDGET_BURN
     severity_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
     severity_annotations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()

@@ -15,12 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gpuslo.foundation import conventions as c
 from gpuslo.foundation.durations import parse_duration
 from gpuslo.foundation.errors import SpecError, SpecProblem
-from gpuslo.foundation.promql import bucket_le_matcher, matchers
+from gpuslo.foundation.promql import bucket_le_matcher, matchers, number, quote
+from gpuslo.foundation.specmodel import DNS_LABEL, Duration
+from gpuslo.foundation.specmodel import Strict as _Strict
 from gpuslo.foundation.yamlpos import locate, validation_problems
 
 from .model import CALENDAR_PERIODS, SLO, AlertTier
@@ -38,11 +40,7 @@ LATENCY_METRICS = {
 Outcome = Literal["error", "rejected", "cancelled"]
 # A load-shedding 503 fails the user as surely as an error; a client cancel does not.
 DEFAULT_BAD: tuple[Outcome, ...] = ("error", "rejected")
-_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_NAME = DNS_LABEL
 
 
 class Availability(_Strict):
@@ -55,13 +53,7 @@ class Latency(_Strict):
     """Share of requests faster than a threshold, from a canonical request histogram."""
 
     metric: Literal["ttft", "tpot", "e2e"]
-    threshold: str
-
-    @field_validator("threshold")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    threshold: Duration
 
 
 class Cost(_Strict):
@@ -89,16 +81,10 @@ class Cost(_Strict):
 
 class Alerting(_Strict):
     min_events: int = Field(default=0, ge=0)
-    base_window: str = BASE_WINDOW  # shorter only for compressed-time demos
-    no_data_for: str = "10m"
+    base_window: Duration = BASE_WINDOW  # shorter only for compressed-time demos
+    no_data_for: Duration = "10m"
     runbook_url: str = ""
     windows: str | None = None  # a tiers file instead of the SRE workbook defaults
-
-    @field_validator("base_window", "no_data_for")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 def _check_window(value: str | None) -> str | None:
@@ -237,17 +223,25 @@ def _sli_count_problems(name: str, data: Any, node: Any) -> list[SpecProblem]:
     return out
 
 
+def _cost_sli(model: str, cost: Cost) -> tuple[str, str]:
+    """A cost SLI as time slices: each evaluation is one slice, bad while the model's cost
+    (per 1M tokens, per 1k requests, or $/hour) is above the ceiling. It reads the cost
+    recording rules (``gpuslo cost rules``) by their names in the naming contract."""
+    sel = f"{{{c.LABEL_MODEL}={quote(model)}}}"
+    if cost.per_million_tokens is not None:
+        series, ceiling, scale = c.COST_PER_1M_TOKENS, cost.per_million_tokens, ""
+    elif cost.per_thousand_requests is not None:
+        series, ceiling, scale = c.COST_PER_1K_REQUESTS, cost.per_thousand_requests, ""
+    else:
+        assert cost.dollars_per_hour is not None  # the model validator asks for exactly one
+        series, ceiling, scale = c.COST_MODEL, cost.dollars_per_hour, " * 3600"
+    return f"(max({series}{sel}){scale}) > bool {number(ceiling)}", f"count({series}{sel})"
+
+
 def _queries(s: NativeSLO, base: str = BASE_WINDOW) -> tuple[str, str, str]:
     sel = dict(sorted(s.selector.items()))
     if s.cost is not None:
-        from gpuslo.cost_model.rules import cost_sli
-
-        errors, total = cost_sli(
-            sel["model"],
-            per_million_tokens=s.cost.per_million_tokens,
-            per_thousand_requests=s.cost.per_thousand_requests,
-            dollars_per_hour=s.cost.dollars_per_hour,
-        )
+        errors, total = _cost_sli(sel["model"], s.cost)
         return errors, total, "cost"
     if s.availability is not None:
         metric = c.REQUESTS_TOTAL

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gpuslo.foundation.durations import format_duration, parse_duration
 from gpuslo.foundation.errors import SpecError, SpecProblem
 from gpuslo.foundation.promql import number
+from gpuslo.foundation.specmodel import Strict
 from gpuslo.foundation.yamlpos import field_path, locate, validation_problems
 
 from .model import CALENDAR_PERIODS, SLO, AlertTier
@@ -30,8 +31,8 @@ API_VERSION = "openslo/v1"
 KINDS = ("SLO", "SLI", "AlertPolicy", "AlertCondition", "Service", "DataSource")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Strict(Strict):
+    model_config = ConfigDict(populate_by_name=True)  # fields by alias or by name
 
 
 class _Metadata(_Strict):

@@ -24,14 +24,14 @@ from gpuslo.foundation.promql import matchers, number
 
 from .model import SLO
 
-BASE = "5m"
-REQUESTS = f"{c.RULE_PREFIX}slo_requests:rate{BASE}"
-ERRORS = f"{c.RULE_PREFIX}slo_errors:rate{BASE}"
-OBJECTIVE = f"{c.RULE_PREFIX}slo_objective:ratio"
-BUDGET_REMAINING = f"{c.RULE_PREFIX}slo_error_budget_remaining:ratio"
-ALERT_BURN = "GpusloBudgetBurn"
-ALERT_NO_DATA = "GpusloSLINoData"
-DEFAULT_RUNBOOK_BASE = "https://github.com/gpuslo/gpuslo/blob/main/runbooks"
+BASE = c.SLO_BASE_WINDOW
+REQUESTS = c.slo_requests(BASE)
+ERRORS = c.slo_errors(BASE)
+OBJECTIVE = c.SLO_OBJECTIVE
+BUDGET_REMAINING = c.SLO_BUDGET_REMAINING
+ALERT_BURN = c.ALERT_BUDGET_BURN
+ALERT_NO_DATA = c.ALERT_SLI_NO_DATA
+DEFAULT_RUNBOOK_BASE = c.RUNBOOK_BASE_URL
 
 
 def base(slo: SLO) -> str:
@@ -41,22 +41,22 @@ def base(slo: SLO) -> str:
 
 def requests_series(slo: SLO) -> str:
     """The recorded request (or slice) rate over the SLO's base window."""
-    return f"{c.RULE_PREFIX}slo_requests:rate{base(slo)}"
+    return c.slo_requests(base(slo))
 
 
 def errors_series(slo: SLO) -> str:
     """The recorded error rate over the SLO's base window."""
-    return f"{c.RULE_PREFIX}slo_errors:rate{base(slo)}"
+    return c.slo_errors(base(slo))
 
 
 def error_ratio(window: str) -> str:
     """Recorded error ratio over a window."""
-    return f"{c.RULE_PREFIX}slo_error_ratio:ratio_rate{window}"
+    return c.slo_error_ratio(window)
 
 
 def burn_rate(window: str) -> str:
     """Recorded burn rate over a window (error ratio / error budget)."""
-    return f"{c.RULE_PREFIX}slo_burn_rate:ratio_rate{window}"
+    return c.slo_burn_rate(window)
 
 
 def windows(slo: SLO) -> list[str]:
@@ -224,7 +224,7 @@ def rule_groups(slos: Iterable[SLO]) -> list[dict[str, Any]]:
     order at one timestamp; separate groups run in no set order, so alerts there could read
     the previous evaluation's recordings."""
     return [
-        {"name": f"gpuslo-slo-{slo.name}", "rules": recording_rules(slo) + alert_rules(slo)}
+        {"name": c.slo_rule_group(slo.name), "rules": recording_rules(slo) + alert_rules(slo)}
         for slo in sorted(slos, key=lambda s: s.name)
     ]
 

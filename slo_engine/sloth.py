@@ -14,10 +14,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from gpuslo.foundation import conventions as c
 from gpuslo.foundation.durations import parse_duration
 from gpuslo.foundation.errors import SpecError, SpecProblem
+from gpuslo.foundation.specmodel import Strict
 from gpuslo.foundation.yamlpos import locate, validation_problems
 
 from .model import SLO
@@ -29,37 +31,33 @@ SLOTH_DEFAULT_PERIOD = "30d"  # Sloth's --default-slo-period
 _WINDOW = re.compile(r"\{\{\s*\.window\s*\}\}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Events(_Strict):
+class _Events(Strict):
     error_query: str
     total_query: str
 
 
-class _Raw(_Strict):
+class _Raw(Strict):
     error_ratio_query: str
 
 
-class _Plugin(_Strict):
+class _Plugin(Strict):
     id: str
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class _SLI(_Strict):
+class _SLI(Strict):
     events: _Events | None = None
     raw: _Raw | None = None
     plugin: _Plugin | None = None
 
 
-class _SeverityAlert(_Strict):
+class _SeverityAlert(Strict):
     disable: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class _Alerting(_Strict):
+class _Alerting(Strict):
     name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -67,7 +65,7 @@ class _Alerting(_Strict):
     ticket_alert: _SeverityAlert = Field(default_factory=_SeverityAlert)
 
 
-class _SlothSLO(_Strict):
+class _SlothSLO(Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
     objective: float = Field(gt=0, lt=100)
     description: str = ""
@@ -76,7 +74,7 @@ class _SlothSLO(_Strict):
     alerting: _Alerting = Field(default_factory=_Alerting)
 
 
-class _SlothFile(_Strict):
+class _SlothFile(Strict):
     version: str
     service: str
     labels: dict[str, str] = Field(default_factory=dict)
@@ -154,7 +152,7 @@ def load_sloth(path: str | Path, data: Any, node: Any) -> tuple[list[SLO], list[
                 labels=tuple(sorted({**spec.labels, **s.labels}.items())),
                 source=(name, line, col),
                 kind="ratio",
-                alert_name=alerting.name or "GpusloBudgetBurn",
+                alert_name=alerting.name or c.ALERT_BUDGET_BURN,
                 severity_labels=(
                     (
                         "page",

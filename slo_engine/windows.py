@@ -6,11 +6,12 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from gpuslo.foundation.durations import parse_duration
 from gpuslo.foundation.errors import SpecError, SpecProblem
 from gpuslo.foundation.resources import data_path
+from gpuslo.foundation.specmodel import Duration, Strict
 from gpuslo.foundation.yamlpos import load_documents, locate, validation_problems
 
 from .model import AlertTier
@@ -18,23 +19,15 @@ from .model import AlertTier
 DEFAULT_WINDOWS = data_path("gpuslo.slo_engine.alert_windows", "sre-workbook.yaml")
 
 
-class _Tier(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Tier(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     severity: Literal["page", "ticket"]
     budget_fraction: float = Field(gt=0, le=1)
-    long_window: str
-    short_window: str
-
-    @field_validator("long_window", "short_window")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    long_window: Duration
+    short_window: Duration
 
 
-class _Windows(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Windows(Strict):
     version: Literal[1]
     tiers: list[_Tier] = Field(min_length=1)
 

@@ -316,8 +316,110 @@ TIME_PER_OUTPUT_TOKEN = "gen_ai_server_time_per_output_token_seconds"
 REQUESTS_TOTAL = "gen_ai_server_requests_total"
 TOKEN_USAGE_TOTAL = "gen_ai_server_token_usage_total"
 
+# --------------------------------------------------------------------------- GenAI (OTLP)
+# OpenTelemetry GenAI semantic conventions: the instruments servers push over OTLP, which the
+# receiver folds into the canonical series above, and their advised explicit bucket bounds.
+GENAI_REQUEST_DURATION = "gen_ai.server.request.duration"
+GENAI_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
+GENAI_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
+GENAI_TOKEN_USAGE = "gen_ai.client.token.usage"
+GENAI_ADVISED_BOUNDS: dict[str, tuple[float, ...]] = {
+    GENAI_REQUEST_DURATION: (
+        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    ),
+    GENAI_TIME_TO_FIRST_TOKEN: (
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+        10.0,
+    ),
+    GENAI_TIME_PER_OUTPUT_TOKEN: (
+        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+    ),
+    GENAI_TOKEN_USAGE: (
+        1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216,
+        67108864,
+    ),
+}  # fmt: skip
+# gpuslo's own gauges pushed over OTLP (drift jobs) are exposed as they come.
+OTLP_PASSTHROUGH_PREFIX = "gpuslo.drift."
+
+# --------------------------------------------------------------------------- drift
+DRIFT_SCORE = _g("gpuslo_drift_score", "Drift test value per feature (p-value or distance).")
+DRIFT_DETECTED = _g(
+    "gpuslo_drift_detected", "1 when the feature drifted from its reference window."
+)
+DRIFT_DATASET_DETECTED = _g("gpuslo_drift_dataset_detected", "1 when enough features drifted.")
+DRIFT_SHARE = _g("gpuslo_drift_share", "Share of features that drifted.")
+DRIFT_FAMILIES: tuple[MetricSpec, ...] = (
+    DRIFT_SCORE,
+    DRIFT_DETECTED,
+    DRIFT_DATASET_DETECTED,
+    DRIFT_SHARE,
+)
+LABEL_FEATURE = "feature"
+LABEL_METHOD = "method"
+
 # --------------------------------------------------------------------------- rules
 RULE_PREFIX = "gpuslo:"
+# SLO rules: two base-window rates per SLO, every longer window derived from them.
+SLO_BASE_WINDOW = "5m"
+SLO_OBJECTIVE = f"{RULE_PREFIX}slo_objective:ratio"
+SLO_BUDGET_REMAINING = f"{RULE_PREFIX}slo_error_budget_remaining:ratio"
+
+
+def slo_requests(base: str) -> str:
+    """The recorded request (or slice) rate of an SLO over its base window."""
+    return f"{RULE_PREFIX}slo_requests:rate{base}"
+
+
+def slo_errors(base: str) -> str:
+    """The recorded error rate of an SLO over its base window."""
+    return f"{RULE_PREFIX}slo_errors:rate{base}"
+
+
+def slo_error_ratio(window: str) -> str:
+    """The recorded error ratio of an SLO over a window."""
+    return f"{RULE_PREFIX}slo_error_ratio:ratio_rate{window}"
+
+
+def slo_burn_rate(window: str) -> str:
+    """The recorded burn rate of an SLO over a window (error ratio / error budget)."""
+    return f"{RULE_PREFIX}slo_burn_rate:ratio_rate{window}"
+
+
+def slo_rule_group(slo: str) -> str:
+    """The rule group holding one SLO's recording and alerting rules."""
+    return f"gpuslo-slo-{slo}"
+
+
+# Cost rules: per-second dollars, so a window's sum times the interval is its cost.
+COST_GPU_PRICE = f"{RULE_PREFIX}gpu_price:dollars_per_second"
+COST_POD_SHARE = f"{RULE_PREFIX}gpu_pod_share:ratio"
+COST_POD_GPU = f"{RULE_PREFIX}pod_gpu_cost:dollars_per_second"
+COST_POD_CPU = f"{RULE_PREFIX}pod_cpu_cost:dollars_per_second"
+COST_POD = f"{RULE_PREFIX}pod_cost:dollars_per_second"
+COST_MODEL = f"{RULE_PREFIX}model_cost:dollars_per_second"
+COST_TENANT = f"{RULE_PREFIX}tenant_cost:dollars_per_second"
+COST_FLEET = f"{RULE_PREFIX}fleet_cost:dollars_per_second"
+COST_IDLE = f"{RULE_PREFIX}idle_cost:dollars_per_second"
+COST_UNATTRIBUTED = f"{RULE_PREFIX}unattributed_cost:dollars_per_second"
+COST_PER_1K_REQUESTS = f"{RULE_PREFIX}model_cost_per_1k_requests:dollars"
+COST_PER_1M_TOKENS = f"{RULE_PREFIX}model_cost_per_1m_tokens:dollars"
+COST_RULE_GROUP = "gpuslo-cost"
+DRIFT_RULE_GROUP = "gpuslo-drift"
+HEALTH_RULE_GROUPS = ("gpuslo-agent-health", "gpuslo-gpu-health", "gpuslo-fabric-health")
+
+# Alert names, and where their runbooks live (one Markdown file per alert kind).
+ALERT_BUDGET_BURN = "GpusloBudgetBurn"
+ALERT_SLI_NO_DATA = "GpusloSLINoData"
+ALERT_INPUT_DRIFT = "GpusloInputDrift"
+ALERT_COLLECTOR_FAILING = "GpusloCollectorFailing"
+ALERT_TARGET_DOWN = "GpusloTargetDown"
+ALERT_GPU_LOST = "GpusloGpuLost"
+ALERT_XID_ERRORS = "GpusloXidErrors"
+ALERT_GPU_THERMAL_THROTTLING = "GpusloGpuThermalThrottling"
+ALERT_NVLINK_CRC_ERRORS = "GpusloNvlinkCrcErrors"
+ALERT_INFINIBAND_PORT_DOWN = "GpusloInfinibandPortDown"
+RUNBOOK_BASE_URL = "https://github.com/gpuslo/gpuslo/blob/main/runbooks"
 
 # --------------------------------------------------------------------------- collector names
 COLLECTOR_GPU = "gpu"
@@ -379,6 +481,26 @@ SERVER_QUEUE_SECONDS = _c(
     "Cumulative queue time (s) from servers that give no queue histogram (Triton): mean only.",
 )
 
+# Help text of the canonical request series, whichever adapter (server scrape or OTLP) fills them.
+CANONICAL_HELP: dict[str, str] = {
+    TIME_TO_FIRST_TOKEN: "Time to first token (s), from the inference server.",
+    TIME_PER_OUTPUT_TOKEN: "Time per output token (s), from the inference server.",
+    REQUEST_DURATION: "End-to-end request duration (s), from the inference server.",
+    REQUESTS_TOTAL: "Requests by outcome, from the inference server.",
+    TOKEN_USAGE_TOTAL: "Tokens by type (input, output), from the inference server.",
+    **{
+        spec.name: spec.help
+        for spec in (
+            SERVER_REQUESTS_RUNNING,
+            SERVER_REQUESTS_WAITING,
+            SERVER_KV_CACHE_USAGE,
+            SERVER_DURATION_SECONDS,
+            SERVER_QUEUE_TIME,
+            SERVER_QUEUE_SECONDS,
+        )
+    },
+}
+
 # --------------------------------------------------------------------------- tenants
 TENANT_OTHER = "__other__"
 TENANT_OVERFLOW = _c(
@@ -426,3 +548,12 @@ ANNOTATION_TENANT = "gpuslo.io/tenant"
 # --------------------------------------------------------------------------- cost model
 # kube-state-metrics (v2) pod resource requests: what CPU pods (the fallback pool) pay for.
 KSM_POD_REQUESTS = "kube_pod_container_resource_requests"
+
+# --------------------------------------------------------------------------- digital twin
+# Series only the twin emits: its pools' desired and ready replicas, the CPU fallback's share,
+# and which model each replica pod serves (a real fleet's request series carry both labels).
+TWIN_REPLICAS = "gpuslo_twin_pool_replicas"
+TWIN_READY = "gpuslo_twin_pool_ready_replicas"
+TWIN_FALLBACK_SHARE = "gpuslo_twin_fallback_share_percent"
+TWIN_REPLICA_INFO = "gpuslo_twin_replica_info"
+LABEL_POOL = "pool"
