@@ -34,7 +34,7 @@ from .journal import Entry, Journal
 from .policy import CpuFallback, Policy, PolicyFile, Route, ScalePool, Workload, seconds
 from .webhook import Alert, Payload
 
-log = logging.getLogger("gpuslo.remediation")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

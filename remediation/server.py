@@ -28,7 +28,7 @@ from .engine import Outcome, Remediator
 from .openapi import OPENAPI
 from .webhook import PayloadError, parse_payload
 
-log = logging.getLogger("gpuslo.remediation")
+log = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024  # Alertmanager groups are small; refuse anything huge
 
 

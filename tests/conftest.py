@@ -83,7 +83,41 @@ def otlp_agent(*extra: str) -> Iterator[tuple[str, str]]:
         assert proc.returncode == 0, err.decode()
 
 
+_current: list[pytest.Item] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _current[:] = [item]
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _current.clear()
+
+
+def _must_be_component(binary: str) -> None:
+    """A test that starts a real binary says so with the ``component`` marker."""
+    item = _current[0] if _current else None
+    if item is not None and item.get_closest_marker("component") is None:
+        pytest.fail(f"{item.nodeid} starts {binary} but is not marked component", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _binaries_only_in_component_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """promlab (the throwaway Prometheus, promtool, Alertmanager) checks the marker too."""
+    from gpuslo.foundation import promlab
+
+    real = promlab.binary
+
+    def checked(name: str) -> str:
+        _must_be_component(name)
+        return real(name)
+
+    monkeypatch.setattr(promlab, "binary", checked)
+
+
 def need(binary: str) -> str:
+    """The path of a real binary for a component test; fails clearly when it is missing."""
+    _must_be_component(binary)
     path = shutil.which(binary)
     if path is None:
         pytest.fail(f"{binary} not found: `make setup` installs it from Debian packages")

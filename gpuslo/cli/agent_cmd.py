@@ -345,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     agent.start()
     server.start()
     bound = "{}:{}".format(*server.address)
-    log = logging.getLogger("gpuslo.agent")
+    log = logging.getLogger(__name__)
     log.info(
         "serving on http://%s/metrics (collectors: %s, every %ss)",
         bound,

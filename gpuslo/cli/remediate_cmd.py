@@ -137,7 +137,7 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError("--client-ca needs --tls-cert and --tls-key")
     token = _token(args)
     if token is None:
-        logging.getLogger("gpuslo.remediation").warning(
+        logging.getLogger(__name__).warning(
             "no bearer token: anyone who can reach %s can trigger actions", args.listen
         )
     tls = tls_context(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
@@ -159,7 +159,7 @@ def serve(args: argparse.Namespace) -> int:
         on_outcome=metrics.outcome,
     )
     for o in remediator.resume():
-        logging.getLogger("gpuslo.remediation").info(
+        logging.getLogger(__name__).info(
             "resumed %s after restart: %s %s", o.policy, o.decision, o.reason
         )
     try:

@@ -12,7 +12,7 @@ from gpuslo.cli.demo import run_demo
 from gpuslo.foundation.resources import data_path
 from gpuslo.simulator.scenario import Scenario
 
-pytestmark = pytest.mark.component
+pytestmark = [pytest.mark.component, pytest.mark.e2e]
 
 
 def test_the_loop_closes_one_page_one_action_recovery(tmp_path):

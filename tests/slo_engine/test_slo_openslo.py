@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "slos" / "openslo" / "search.yaml"
 
 
+@pytest.mark.component
 @pytest.mark.parametrize(
     "example", [EXAMPLE, EXAMPLE.with_name("queue.yaml")], ids=lambda p: p.stem
 )

@@ -1,6 +1,7 @@
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gpuslo.slo_engine import load_specs, rule_groups, write_outputs
@@ -29,6 +30,7 @@ def test_the_same_specs_give_byte_identical_files(tmp_path):
     assert first == second
 
 
+@pytest.mark.component
 def test_promtool_accepts_every_generated_rule_file(tmp_path):
     promtool = need("promtool")
     rules, _ = generate(tmp_path)
@@ -39,6 +41,7 @@ def test_promtool_accepts_every_generated_rule_file(tmp_path):
     assert "SUCCESS: 75 rules found" in out.stdout
 
 
+@pytest.mark.component
 def test_prometheusrule_wraps_the_same_groups_and_promtool_accepts_them(tmp_path):
     promtool = need("promtool")
     (pr, _) = generate(tmp_path, "prometheusrule")
@@ -62,6 +65,7 @@ def test_prometheusrule_names_are_valid_kubernetes_names(tmp_path):
     assert yaml.safe_load(pr.read_text())["metadata"]["name"] == "gpuslo-team-slos-v2"
 
 
+@pytest.mark.component
 def test_amtool_accepts_the_inhibition_rules_in_an_alertmanager_config(tmp_path):
     amtool = need("amtool")
     _, inhibit = generate(tmp_path)

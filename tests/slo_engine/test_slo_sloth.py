@@ -17,6 +17,7 @@ def alerts(slos, name):
     return [r for r in rules if "alert" in r]
 
 
+@pytest.mark.component
 def test_a_sloth_spec_imports_unchanged_and_generates_golden_rules(tmp_path, golden):
     slos, _ = load_specs([SLOTH])
     rules, inhibit = write_outputs(slos, [str(SLOTH)], tmp_path)
@@ -57,6 +58,7 @@ def test_a_disabled_page_alert_leaves_only_tickets_and_raw_ratios_warn():
     assert ratio.total_query == "vector(1)"
 
 
+@pytest.mark.component
 def test_the_inhibition_covers_imported_alert_names(tmp_path):
     amtool = need("amtool")
     slos, _ = load_specs([SLOTH])
