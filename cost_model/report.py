@@ -3,7 +3,6 @@ Prometheus at one step, allocated with the catalog, and written as CSV, Parquet 
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 
 from gpuslo.foundation import conventions as c
 from gpuslo.foundation.prometheus import instant, on_grid, range_series
+from gpuslo.foundation.report import Page, subplots
 
 from .allocation import (
     IDLE,
@@ -216,35 +216,25 @@ def write(out: Path, table: list[dict[str, Any]], costs: Costs, meta: dict[str, 
 
 
 def _html(out: Path, frame: Any, summary: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    page = Page(
+        "gpuslo cost report",
+        notes=[
+            f"{summary.get('from')} to {summary.get('to')}; catalog as of {summary.get('as_of')}."
+        ],
+    )
+    money = [(k, float(v)) for k, v in summary.items() if k.endswith("dollars")]
+    page.table(money, row_headers=True)
     charged = frame[~frame["model"].isin([IDLE, UNATTRIBUTED])]
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig, ax = subplots(figsize=(9, 3.5))
     labels = [f"{m}/{t}" for m, t in zip(charged["model"], charged["tenant"], strict=True)]
     ax.barh(labels, charged["allocated_dollars"], color="tab:blue", label="allocated")
     ax.barh(labels, charged["used_dollars"], color="tab:green", label="used (utilization)")
     ax.set_xlabel(f"{summary.get('currency', 'USD')} over the window")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "cost.png", dpi=90)
-    plt.close(fig)
-    money = {k: v for k, v in summary.items() if k.endswith("dollars")}
-    parts = [
-        "<html><head><meta charset='utf-8'><title>gpuslo cost report</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-        "</style></head><body><h1>gpuslo cost report</h1>",
-        f"<p>{html.escape(str(summary.get('from')))} to {html.escape(str(summary.get('to')))}; "
-        f"catalog as of {html.escape(str(summary.get('as_of')))}.</p><table>",
-        *(f"<tr><th>{html.escape(k)}</th><td>{v:,.4f}</td></tr>" for k, v in money.items()),
-        "</table><p><img src='cost.png' alt='cost by model and tenant'></p>",
-        frame.to_html(index=False, float_format=lambda x: f"{x:,.4f}", na_rep="-"),
-        "</body></html>",
-    ]
-    (out / "report.html").write_text("\n".join(parts))
+    page.chart(fig, "cost by model and tenant", file="cost.png", dpi=90)
+    page.table(frame.to_dict(orient="records"), list(frame.columns))
+    page.write(out / "report.html")
 
 
 def build(

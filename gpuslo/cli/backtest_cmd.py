@@ -320,30 +320,30 @@ def _print_table(results: list[Any], scored: bool) -> None:
             print(line)
 
 
+SCORE_COLUMNS = ("tier", "episodes", "precision", "recall", "mean detection", "mean reset")
+EPISODE_COLUMNS = (
+    "tier",
+    "start (UTC)",
+    "duration",
+    "budget spent when fired",
+    "peak burn",
+    "probable cause",
+)
+
+
 def _write_html(out: Path, results: list[Any], incidents: list[Any]) -> None:
-    import html
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     from gpuslo.foundation.durations import format_duration
+    from gpuslo.foundation.report import Page, Section, subplots
 
-    parts = [
-        "<html><head><meta charset='utf-8'><title>gpuslo backtest</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#eee}</style></head><body><h1>gpuslo backtest</h1>",
-    ]
+    page = Page("gpuslo backtest")
+    section: Section = page
     for n, r in enumerate(results):
         ev = r.evaluation
         if r.policy == "as-specified":
-            parts.append(f"<h2>{html.escape(r.slo.name)} ({html.escape(r.slo.service)})</h2>")
+            section = page.section(f"{r.slo.name} ({r.slo.service})")
             mask = (ev.timestamps >= r.start) & (ev.timestamps <= r.end)
             when = [datetime.fromtimestamp(t, UTC) for t in ev.timestamps[mask]]
-            fig, (a, b) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+            fig, (a, b) = subplots(2, 1, figsize=(10, 5.5), sharex=True)
             a.plot(when, ev.budget_remaining[mask], color="tab:blue")
             a.axhline(0, color="black", lw=0.5)
             a.set_ylabel("budget remaining")
@@ -372,44 +372,29 @@ def _write_html(out: Path, results: list[Any], incidents: list[Any]) -> None:
                         alpha=0.2,
                     )
             fig.tight_layout()
-            name = f"slo-{n}.png"
-            fig.savefig(out / name, dpi=90)
-            plt.close(fig)
-            parts.append(
-                f"<p><img src='{name}' alt='budget and burn rates of "
-                f"{html.escape(r.slo.name)}'></p><p>Red: pages, orange: tickets, "
-                "grey: incidents.</p>"
-            )
-        parts.append(
-            f"<h3>policy: {html.escape(r.policy)} (objective "
-            f"{r.slo.objective * 100:g}%, min events {r.slo.min_events})</h3>"
+            alt = f"budget and burn rates of {r.slo.name}"
+            section.chart(fig, alt, file=f"slo-{n}.png", dpi=90)
+            section.paragraph("Red: pages, orange: tickets, grey: incidents.")
+        policy = section.section(
+            f"policy: {r.policy} (objective {r.slo.objective * 100:g}%, "
+            f"min events {r.slo.min_events})"
         )
-        parts.append(
-            "<table><tr><th>tier</th><th>episodes</th><th>precision</th>"
-            "<th>recall</th><th>mean detection</th><th>mean reset</th></tr>"
-        )
-        for s in r.scores:
-            parts.append(
-                f"<tr><td>{s.tier}</td><td>{s.episodes}</td><td>{_pct(s.precision)}</td>"
-                f"<td>{_pct(s.recall)}</td><td>{_fmt(s.mean_detection)}</td>"
-                f"<td>{_fmt(s.mean_reset)}</td></tr>"
-            )
-        parts.append(
-            "</table><table><tr><th>tier</th><th>start (UTC)</th><th>duration</th>"
-            "<th>budget spent when fired</th><th>peak burn</th><th>probable cause</th></tr>"
-        )
+        scores = [
+            [s.tier, s.episodes, s.precision, s.recall, _fmt(s.mean_detection), _fmt(s.mean_reset)]
+            for s in r.scores
+        ]
+        policy.table(scores, SCORE_COLUMNS, formats={"precision": ".0%", "recall": ".0%"})
+        episodes = []
         for e in ev.episodes:
-            spent = "-" if np.isnan(e.budget_consumed) else f"{e.budget_consumed:.1%}"
+            start = f"{datetime.fromtimestamp(e.start, UTC):%Y-%m-%d %H:%M}"
             causes = r.causes.get(e.start) or []
-            cause = html.escape(causes[0]["summary"]) if causes else ""
-            parts.append(
-                f"<tr><td>{e.tier}</td><td>{datetime.fromtimestamp(e.start, UTC):%Y-%m-%d %H:%M}"
-                f"</td><td>{_fmt(e.duration)}</td><td>{spent}</td><td>{e.peak_burn:.1f}</td>"
-                f"<td style='text-align:left'>{cause}</td></tr>"
+            cause = causes[0]["summary"] if causes else ""
+            episodes.append(
+                [e.tier, start, _fmt(e.duration), e.budget_consumed, e.peak_burn, cause]
             )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    (out / "report.html").write_text("\n".join(parts))
+        formats = {"budget spent when fired": ".1%", "peak burn": ".1f"}
+        policy.table(episodes, EPISODE_COLUMNS, formats=formats)
+    page.write(out / "report.html")
 
 
 EXPLAIN_EPILOG = """\

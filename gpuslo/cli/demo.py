@@ -8,7 +8,6 @@ loop closes in minutes; the report says so.
 
 from __future__ import annotations
 
-import html
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ from gpuslo.cost_model.catalog import load_catalog
 from gpuslo.cost_model.rules import rule_groups as cost_rule_groups
 from gpuslo.foundation.durations import format_duration, parse_duration
 from gpuslo.foundation.promlab import Alertmanager, Prometheus
+from gpuslo.foundation.report import Page, subplots
 from gpuslo.foundation.resources import data_path
 from gpuslo.remediation.actuators import TwinActuator
 from gpuslo.remediation.engine import DataCheck, Remediator
@@ -40,6 +40,7 @@ from gpuslo.slo_engine.rules import burn_rate
 SLO = "chat-ttft"
 COST_SLO = "chat-cost"
 POOL = "llama-70b"
+JOURNAL_COLUMNS = ("created", "policy", "kind", "status", "reason", "target")
 
 
 @dataclass
@@ -304,12 +305,6 @@ def write_report(
     end: float,
 ) -> Path:
     """PNG charts and index.html from Prometheus's own record of the run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
     sel = f'{{slo="{SLO}"}}'
     charts = {
         "burn-rate.png": (
@@ -350,8 +345,9 @@ def write_report(
             None,
         ),
     }
+    page = Page("gpuslo demo: the loop closing", notes=[result.summary()])
     for name, (title, series, line) in charts.items():
-        fig, ax = plt.subplots(figsize=(8, 2.6), dpi=100)
+        fig, ax = subplots(figsize=(8, 2.6), dpi=100)
         for label, expr in series.items():
             data = prom.api(
                 "query_range", query=expr, start=f"{start:.0f}", end=f"{end:.0f}", step="2"
@@ -374,33 +370,12 @@ def write_report(
         ax.set_xlabel("seconds since start")
         ax.legend(fontsize=7, loc="upper right")
         fig.tight_layout()
-        fig.savefig(out / name)
-        plt.close(fig)
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(a.get(k, '')))}</td>"
-            for k in ("created", "policy", "kind", "status", "reason", "target")
-        )
-        + "</tr>"
-        for a in reversed(result.actions)
+        page.chart(fig, title, file=name)
+    page.section("Remediation journal").table(
+        ([str(a.get(k, "")) for k in JOURNAL_COLUMNS] for a in reversed(result.actions)),
+        JOURNAL_COLUMNS,
     )
-    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in charts)
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>gpuslo demo report</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
-td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}
-table{{border-collapse:collapse}}</style>
-</head><body>
-<h1>gpuslo demo: the loop closing</h1>
-<p>{html.escape(result.summary())}</p>
-{images}
-<h2>Remediation journal</h2>
-<table><tr><th>created</th><th>policy</th><th>kind</th><th>status</th><th>reason</th>
-<th>target</th></tr>{rows}</table>
-</body></html>
-"""
-    (out / "index.html").write_text(page)
+    page.write(out / "index.html")
     (out / "result.json").write_text(
         json.dumps(
             {k: v for k, v in result.__dict__.items() if k != "report"}, indent=1, default=str
