@@ -163,3 +163,27 @@ def test_remediation_deployment_args_are_flags_the_hook_accepts():
     from gpuslo.remediation.policy import PolicyFile
 
     PolicyFile.model_validate(yaml.safe_load(policy))
+
+
+def test_the_image_copies_every_folder_the_wheel_is_built_from():
+    # pip install . in deploy/Dockerfile sees only what is copied: a folder missing there is
+    # a package (or its data) missing from the image.
+    import tomllib
+
+    folders = set(
+        tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "package-dir"
+        ].values()
+    )
+    copied = {
+        line.split()[1]
+        for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    assert folders - copied == set()
+    assert {"pyproject.toml", "README.md"} <= {
+        part
+        for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+        for part in line.split()[1:-1]
+    }

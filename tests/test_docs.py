@@ -19,3 +19,28 @@ def test_every_metric_in_the_naming_contract_is_documented():
 def test_readme_opens_with_the_two_commands():
     head = (ROOT / "README.md").read_text()[:300]
     assert "make demo" in head and "make test" in head
+
+
+def test_links_in_the_readme_and_docs_point_to_files_inside_the_repository():
+    import re
+
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            path = (page.parent / target).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
+
+
+def test_the_architecture_page_names_every_package_folder():
+    import tomllib
+
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for package, folder in mapping["package-dir"].items():
+        if package != "gpuslo":
+            assert f"`{folder}/`" in text and f"`{package}`" in text, package
