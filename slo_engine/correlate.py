@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gpuslo.foundation import conventions as c
+
 Array = npt.NDArray[np.float64]
 
 BEFORE = 15 * 60.0  # baseline length before a change point
@@ -60,12 +62,46 @@ class Signal:
     carry: bool = False  # a counter: 0 before its first sample, its last value in a gap
 
 
+# The names in the signals' PromQL templates, from the naming contract (metrics by their
+# family, ``{l_...}`` labels, ``{by_gpu}`` a GPU's identity); the radius fills the rest.
+_NAMES: dict[str, str] = {
+    "dcgm_ecc_dbe_vol_total": c.DCGM_ECC_DBE_VOL.name,
+    "dcgm_fb_used": c.DCGM_FB_USED.name,
+    "dcgm_gpu_temp": c.DCGM_GPU_TEMP.name,
+    "dcgm_gpu_util": c.DCGM_GPU_UTIL.name,
+    "dcgm_pcie_replay_counter": c.DCGM_PCIE_REPLAY.name,
+    "gpu_nvlink_crc_flit_errors_total": c.GPU_NVLINK_CRC_FLIT_ERRORS.name,
+    "gpu_nvlink_tx_bytes_total": c.GPU_NVLINK_TX_BYTES.name,
+    "gpu_process_info": c.GPU_PROCESS_INFO.name,
+    "gpu_throttle_seconds_total": c.GPU_THROTTLE_SECONDS.name,
+    "gpu_up": c.GPU_UP.name,
+    "gpu_xid_errors_total": c.GPU_XID_ERRORS.name,
+    "server_kv_cache_usage_ratio": c.SERVER_KV_CACHE_USAGE.name,
+    "server_requests_waiting": c.SERVER_REQUESTS_WAITING.name,
+    "ib_state_id": c.IB_STATE_ID.name,
+    "ib_link_error_recovery_total": c.IB_PREFIX + "link_error_recovery_total",
+    "ib_port_data_transmitted_bytes_total": c.IB_PREFIX + "port_data_transmitted_bytes_total",
+    "twin_pool_ready_replicas": c.TWIN_READY,
+    "genai_requests_total": c.REQUESTS_TOTAL,
+    "by_gpu": f"{c.LABEL_HOSTNAME}, {c.LABEL_GPU}, {c.LABEL_UUID}",
+    "l_hostname": c.LABEL_HOSTNAME,
+    "l_gpu": c.LABEL_GPU,
+    "l_uuid": c.LABEL_UUID,
+    "l_xid": c.LABEL_XID,
+    "l_reason": c.LABEL_REASON,
+    "l_pod": c.LABEL_POD,
+    "l_model": c.LABEL_MODEL,
+    "l_pool": c.LABEL_POOL,
+    "l_tenant": c.LABEL_TENANT,
+}
+
+
 SIGNALS: tuple[Signal, ...] = (
     Signal(
         "gpu_lost",
         "GPU up",
-        "min by (Hostname, gpu, UUID) (gpuslo_gpu_up{{UUID=~{uuids}}})",
-        ("Hostname", "gpu"),
+        "min by ({by_gpu}) ({gpu_up}{{{l_uuid}=~{uuids}}})",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         -1,
     ),
@@ -73,8 +109,8 @@ SIGNALS: tuple[Signal, ...] = (
         "xid",
         "XID errors",
         # The counter itself: it appears with its first XID, which rate() cannot see.
-        "sum by (Hostname, gpu, UUID, xid) (gpuslo_gpu_xid_errors_total{{UUID=~{uuids}}})",
-        ("Hostname", "gpu", "xid"),
+        "sum by ({by_gpu}, {l_xid}) ({gpu_xid_errors_total}{{{l_uuid}=~{uuids}}})",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU, c.LABEL_XID),
         1.0,
         1,
         fill=0.0,
@@ -83,9 +119,9 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "thermal_throttle",
         "thermal throttling (s/s)",
-        "sum by (Hostname, gpu, UUID) "
-        '(rate(gpuslo_gpu_throttle_seconds_total{{UUID=~{uuids},reason="thermal"}}[1m]))',
-        ("Hostname", "gpu"),
+        "sum by ({by_gpu}) "
+        '(rate({gpu_throttle_seconds_total}{{{l_uuid}=~{uuids},{l_reason}="thermal"}}[1m]))',
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         1,
         fill=0.0,
@@ -93,8 +129,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "thermal_throttle",
         "GPU temperature (C)",
-        "max by (Hostname, gpu, UUID) (DCGM_FI_DEV_GPU_TEMP{{UUID=~{uuids}}})",
-        ("Hostname", "gpu"),
+        "max by ({by_gpu}) ({dcgm_gpu_temp}{{{l_uuid}=~{uuids}}})",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.5,
         1,
         peer_relative=True,
@@ -102,9 +138,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "nvlink_crc",
         "NVLink CRC errors (/s)",
-        "sum by (Hostname, gpu, UUID) "
-        "(rate(gpuslo_gpu_nvlink_crc_flit_errors_total{{UUID=~{uuids}}}[1m]))",
-        ("Hostname", "gpu"),
+        "sum by ({by_gpu}) (rate({gpu_nvlink_crc_flit_errors_total}{{{l_uuid}=~{uuids}}}[1m]))",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         1,
         fill=0.0,
@@ -112,8 +147,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "noisy_neighbour",
         "processes of no serving pod",
-        "count by (Hostname, gpu, UUID) (gpuslo_gpu_process_info{{UUID=~{uuids},pod!~{pods}}})",
-        ("Hostname", "gpu"),
+        "count by ({by_gpu}) ({gpu_process_info}{{{l_uuid}=~{uuids},{l_pod}!~{pods}}})",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         1,
         fill=0.0,
@@ -121,8 +156,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "noisy_neighbour",
         "GPU utilization (%)",
-        "max by (Hostname, gpu, UUID) (DCGM_FI_DEV_GPU_UTIL{{UUID=~{uuids}}})",
-        ("Hostname", "gpu"),
+        "max by ({by_gpu}) ({dcgm_gpu_util}{{{l_uuid}=~{uuids}}})",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.4,
         1,
         peer_relative=True,
@@ -130,8 +165,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "ecc",
         "double-bit ECC errors (/s)",
-        "sum by (Hostname, gpu, UUID) (rate(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{{UUID=~{uuids}}}[2m]))",
-        ("Hostname", "gpu"),
+        "sum by ({by_gpu}) (rate({dcgm_ecc_dbe_vol_total}{{{l_uuid}=~{uuids}}}[2m]))",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         1,
         fill=0.0,
@@ -139,8 +174,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "pcie",
         "PCIe replays (/s)",
-        "sum by (Hostname, gpu, UUID) (rate(DCGM_FI_DEV_PCIE_REPLAY_COUNTER{{UUID=~{uuids}}}[2m]))",
-        ("Hostname", "gpu"),
+        "sum by ({by_gpu}) (rate({dcgm_pcie_replay_counter}{{{l_uuid}=~{uuids}}}[2m]))",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.8,
         1,
         fill=0.0,
@@ -148,8 +183,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "memory_pressure",
         "GPU memory used (MiB)",
-        "max by (Hostname, gpu, UUID) (DCGM_FI_DEV_FB_USED{{UUID=~{uuids}}})",
-        ("Hostname", "gpu"),
+        "max by ({by_gpu}) ({dcgm_fb_used}{{{l_uuid}=~{uuids}}})",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.4,
         1,
         peer_relative=True,
@@ -157,9 +192,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "nvlink_crc",
         "NVLink throughput (bytes/s)",
-        "sum by (Hostname, gpu, UUID) "
-        "(rate(gpuslo_gpu_nvlink_tx_bytes_total{{UUID=~{uuids}}}[1m]))",
-        ("Hostname", "gpu"),
+        "sum by ({by_gpu}) (rate({gpu_nvlink_tx_bytes_total}{{{l_uuid}=~{uuids}}}[1m]))",
+        (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.3,
         -1,
         peer_relative=True,
@@ -167,17 +201,16 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "ib_flap",
         "InfiniBand port state",
-        "min by (Hostname) (node_infiniband_state_id{{Hostname=~{nodes}}})",
-        ("Hostname",),
+        "min by ({l_hostname}) ({ib_state_id}{{{l_hostname}=~{nodes}}})",
+        (c.LABEL_HOSTNAME,),
         1.0,
         -1,
     ),
     Signal(
         "ib_flap",
         "InfiniBand link error recoveries (/s)",
-        "sum by (Hostname) "
-        "(rate(node_infiniband_link_error_recovery_total{{Hostname=~{nodes}}}[1m]))",
-        ("Hostname",),
+        "sum by ({l_hostname}) (rate({ib_link_error_recovery_total}{{{l_hostname}=~{nodes}}}[1m]))",
+        (c.LABEL_HOSTNAME,),
         1.0,
         1,
         fill=0.0,
@@ -185,41 +218,41 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "ib_flap",
         "InfiniBand throughput (bytes/s)",
-        "sum by (Hostname) "
-        "(rate(node_infiniband_port_data_transmitted_bytes_total{{Hostname=~{nodes}}}[1m]))",
-        ("Hostname",),
+        "sum by ({l_hostname}) "
+        "(rate({ib_port_data_transmitted_bytes_total}{{{l_hostname}=~{nodes}}}[1m]))",
+        (c.LABEL_HOSTNAME,),
         0.3,
         -1,
     ),
     Signal(
         "queueing",
         "requests waiting in the server",
-        'sum by (pod) (gpuslo_server_requests_waiting{{model="{model}"}})',
-        ("pod",),
+        'sum by ({l_pod}) ({server_requests_waiting}{{{l_model}="{model}"}})',
+        (c.LABEL_POD,),
         0.3,
         1,
     ),
     Signal(
         "kv_cache",
         "KV-cache usage",
-        'max by (pod) (gpuslo_server_kv_cache_usage_ratio{{model="{model}"}})',
-        ("pod",),
+        'max by ({l_pod}) ({server_kv_cache_usage_ratio}{{{l_model}="{model}"}})',
+        (c.LABEL_POD,),
         0.3,
         1,
     ),
     Signal(
         "replica_loss",
         "ready replicas",
-        "sum by (pool) (gpuslo_twin_pool_ready_replicas{{pool=~{pools}}})",
-        ("pool",),
+        "sum by ({l_pool}) ({twin_pool_ready_replicas}{{{l_pool}=~{pools}}})",
+        (c.LABEL_POOL,),
         0.8,
         -1,
     ),
     Signal(
         "traffic_drop",
         "requests/s by tenant (falling)",
-        'sum by (tenant) (rate(gen_ai_server_requests_total{{model="{model}"}}[2m]))',
-        ("tenant",),
+        'sum by ({l_tenant}) (rate({genai_requests_total}{{{l_model}="{model}"}}[2m]))',
+        (c.LABEL_TENANT,),
         0.6,
         -1,
         fill=0.0,
@@ -227,8 +260,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "traffic_spike",
         "requests/s by tenant",
-        'sum by (tenant) (rate(gen_ai_server_requests_total{{model="{model}"}}[2m]))',
-        ("tenant",),
+        'sum by ({l_tenant}) (rate({genai_requests_total}{{{l_model}="{model}"}}[2m]))',
+        (c.LABEL_TENANT,),
         0.9,
         1,
         fill=0.0,
@@ -492,20 +525,20 @@ def blast_radius(url: str, model: str, start: float, end: float) -> Radius:
         {
             r["metric"].get("pool", "")
             for r in query(
-                "group by (pool) (last_over_time(gpuslo_twin_replica_info"
-                f'{{model="{model}"}}[{span}s]))',
+                f"group by ({c.LABEL_POOL}) (last_over_time({c.TWIN_REPLICA_INFO}"
+                f'{{{c.LABEL_MODEL}="{model}"}}[{span}s]))',
                 at,
             )
         }
         - {""}
     )
     gpus = query(
-        f"group by (UUID, Hostname) (last_over_time(gpuslo_gpu_pod_info{{pod=~{_regex(pod_names)}}}"
-        f"[{span}s]))",
+        f"group by ({c.LABEL_UUID}, {c.LABEL_HOSTNAME}) (last_over_time({c.GPU_POD_INFO.name}"
+        f"{{{c.LABEL_POD}=~{_regex(pod_names)}}}[{span}s]))",
         at,
     )
-    uuids = sorted({r["metric"].get("UUID", "") for r in gpus} - {""})
-    nodes = sorted({r["metric"].get("Hostname", "") for r in gpus} - {""})
+    uuids = sorted({r["metric"].get(c.LABEL_UUID, "") for r in gpus} - {""})
+    nodes = sorted({r["metric"].get(c.LABEL_HOSTNAME, "") for r in gpus} - {""})
     return Radius(model, pod_names, uuids, nodes, pools)
 
 
@@ -524,6 +557,7 @@ def candidates_from_prometheus(
     times = start + step * np.arange(n, dtype=np.float64)
     out = []
     fill = {
+        **_NAMES,
         "uuids": _regex(radius.uuids),
         "nodes": _regex(radius.nodes),
         "pods": _regex(radius.pods),

@@ -21,6 +21,7 @@ import yaml
 
 from gpuslo.cost_model.catalog import load_catalog
 from gpuslo.cost_model.rules import rule_groups as cost_rule_groups
+from gpuslo.foundation import conventions as c
 from gpuslo.foundation.durations import format_duration, parse_duration
 from gpuslo.foundation.promlab import Alertmanager, Prometheus
 from gpuslo.foundation.report import Page, subplots
@@ -306,6 +307,7 @@ def write_report(
 ) -> Path:
     """PNG charts and index.html from Prometheus's own record of the run."""
     sel = f'{{slo="{SLO}"}}'
+    throttled_gpu = f'{{{c.LABEL_HOSTNAME}="gpu-node-00",{c.LABEL_GPU}="0"}}'
     charts = {
         "burn-rate.png": (
             "Burn rate",
@@ -317,14 +319,14 @@ def write_report(
         ),
         "budget.png": (
             "Error budget remaining (1 h period)",
-            {"remaining": f"gpuslo:slo_error_budget_remaining:ratio{sel}"},
+            {"remaining": f"{c.SLO_BUDGET_REMAINING}{sel}"},
             None,
         ),
         "replicas.png": (
             "Pool replicas",
             {
-                "desired": f'gpuslo_twin_pool_replicas{{pool="{POOL}"}}',
-                "ready": f'gpuslo_twin_pool_ready_replicas{{pool="{POOL}"}}',
+                "desired": f'{c.TWIN_REPLICAS}{{{c.LABEL_POOL}="{POOL}"}}',
+                "ready": f'{c.TWIN_READY}{{{c.LABEL_POOL}="{POOL}"}}',
             },
             None,
         ),
@@ -332,15 +334,15 @@ def write_report(
             "TTFT p99 (s)",
             {
                 "p99": "histogram_quantile(0.99, sum by (le) (rate("
-                'gen_ai_server_time_to_first_token_seconds_bucket{model="llama-3-70b"}[10s])))'
+                f'{c.TIME_TO_FIRST_TOKEN}_bucket{{{c.LABEL_MODEL}="llama-3-70b"}}[10s])))'
             },
             5.0,
         ),
         "gpu.png": (
             "Throttled GPU: temperature (C) and utilisation (%)",
             {
-                "temperature": 'DCGM_FI_DEV_GPU_TEMP{Hostname="gpu-node-00",gpu="0"}',
-                "utilisation": 'DCGM_FI_DEV_GPU_UTIL{Hostname="gpu-node-00",gpu="0"}',
+                "temperature": f"{c.DCGM_GPU_TEMP.name}{throttled_gpu}",
+                "utilisation": f"{c.DCGM_GPU_UTIL.name}{throttled_gpu}",
             },
             None,
         ),
