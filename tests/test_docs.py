@@ -44,3 +44,12 @@ def test_the_architecture_page_names_every_package_folder():
     for package, folder in mapping["package-dir"].items():
         if package != "gpuslo":
             assert f"`{folder}/`" in text and f"`{package}`" in text, package
+
+
+def test_test_files_named_in_the_docs_exist():
+    import re
+
+    named = set()
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        named |= set(re.findall(r"tests/[a-z_/]+\.py", page.read_text()))
+    assert named and sorted(n for n in named if not (ROOT / n).is_file()) == []
