@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from gpuslo.foundation.durations import format_duration, parse_duration
 
-from .model import SLO, AlertTier
+from .model import SLO, AlertTier, Calendar
 from .rules import period_name, windows
 
 Array = npt.NDArray[np.float64]
@@ -129,12 +129,14 @@ def _ratio(errors: _Cumulative, requests: _Cumulative, n: int) -> Array:
     return ratio
 
 
-def _calendar_ratio(data: SliData, calendar: str) -> Array:
+def _calendar_ratio(data: SliData, calendar: Calendar) -> Array:
     """Errors over requests since the UTC month (week) of each evaluation began."""
+    if calendar.name not in ("month", "week"):
+        raise ValueError(f"calendar period {calendar.name!r}: only one UTC month or week")
     ts = data.timestamps
     closes = (ts - 60).astype("datetime64[s]")  # the minute each recording closes
     now = (np.floor(ts / 60) * 60).astype("datetime64[s]")
-    unit = "M" if calendar == "month" else "W"
+    unit = "M" if calendar.name == "month" else "W"
     if unit == "M":
         period_of_sample = closes.astype("datetime64[M]").astype(np.int64)
         period_now = now.astype("datetime64[M]").astype(np.int64)

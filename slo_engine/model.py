@@ -3,11 +3,48 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gpuslo.foundation import conventions as c
 
-# Calendar periods (UTC) and the nominal length that scales their burn-rate tiers.
-CALENDAR_PERIODS = {"month": 30 * 86400.0, "week": 7 * 86400.0}
+CalendarUnit = Literal["day", "week", "month", "quarter", "year"]
+# The nominal length of one calendar unit: what scales the burn-rate tiers of a calendar SLO.
+NOMINAL_SECONDS: dict[str, float] = {
+    "day": 86400.0,
+    "week": 7 * 86400.0,
+    "month": 30 * 86400.0,
+    "quarter": 91 * 86400.0,
+    "year": 365 * 86400.0,
+}
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """A calendar-aligned SLO period: ``count`` units counted from ``start`` (an ISO 8601 local
+    date-time in ``time_zone``; empty: the unit's natural start, i.e. midnight, Monday, the
+    1st, the quarter, 1 January)."""
+
+    unit: CalendarUnit
+    count: int = 1
+    start: str = ""
+    time_zone: str = "UTC"
+
+    @property
+    def name(self) -> str:
+        """The period as named in series and text: ``month`` and ``week`` for one UTC month
+        or ISO week, else the count and unit (``3month``) with the zone when not UTC."""
+        if self.count == 1 and not self.start and self.time_zone == "UTC":
+            return self.unit
+        return f"{self.count}{self.unit}"
+
+    @property
+    def nominal(self) -> float:
+        """The nominal length in seconds (30 days a month), for the burn-rate factors."""
+        return self.count * NOMINAL_SECONDS[self.unit]
+
+
+# The calendar periods the native spec names as a window (UTC).
+CALENDAR_PERIODS: dict[str, Calendar] = {"month": Calendar("month"), "week": Calendar("week")}
 
 
 @dataclass(frozen=True)
@@ -55,8 +92,8 @@ class SLO:
     annotations: tuple[tuple[str, str], ...] = ()
     severity_annotations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     disabled_severities: frozenset[str] = field(default_factory=frozenset)
-    # "" for a rolling period, else the calendar period in UTC: "month" or "week" (ISO, Monday).
-    calendar: str = ""
+    # None for a rolling period, else the calendar period the budget resets with.
+    calendar: Calendar | None = None
     # What one event is: a request (occurrences) or a time slice (timeslice budgeting).
     unit: str = "requests"
     # The window of the base rates every other window is summed from (5m; shorter only for

@@ -183,8 +183,10 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
                 name=s.name,
                 service=service,
                 objective=round(s.objective / 100.0, 12),
-                period=CALENDAR_PERIODS.get(window) or parse_duration(window),
-                calendar=window if window in CALENDAR_PERIODS else "",
+                period=cal.nominal
+                if (cal := CALENDAR_PERIODS.get(window))
+                else parse_duration(window),
+                calendar=cal,
                 errors_query=errors_q,
                 total_query=total_q,
                 tiers=tiers,

@@ -23,7 +23,7 @@ from gpuslo.foundation.promql import number
 from gpuslo.foundation.specmodel import Strict
 from gpuslo.foundation.yamlpos import field_path, locate, validation_problems
 
-from .model import CALENDAR_PERIODS, SLO, AlertTier
+from .model import CALENDAR_PERIODS, SLO, AlertTier, Calendar
 from .native import BASE_WINDOW
 from .windows import DEFAULT_WINDOWS, load_tiers
 
@@ -338,8 +338,8 @@ class _Resolver:
                 )
         return tuple(tiers)
 
-    def period(self, d: _Loaded) -> tuple[float, str] | None:
-        """The SLO period in seconds and, for calendar windows, ``month`` or ``week``."""
+    def period(self, d: _Loaded) -> tuple[float, Calendar | None] | None:
+        """The SLO period in seconds and, for calendar windows, the calendar."""
         window = d.spec.timeWindow[0]
         loc = ("spec", "timeWindow", 0)
         if window.isRolling:
@@ -347,7 +347,7 @@ class _Resolver:
                 self.error(d, (*loc, "calendar"), "a rolling window takes no calendar")
                 return None
             try:
-                return parse_duration(window.duration), ""
+                return parse_duration(window.duration), None
             except ValueError as err:
                 self.error(d, (*loc, "duration"), str(err))
                 return None
@@ -377,7 +377,7 @@ class _Resolver:
                     f"calendar {calendar}s start at 00:00 UTC on {first}; got {cal.startTime!r}",
                 )
                 return None
-        return CALENDAR_PERIODS[calendar], calendar
+        return CALENDAR_PERIODS[calendar].nominal, CALENDAR_PERIODS[calendar]
 
     def objective_queries(
         self, d: _Loaded, oloc: tuple[Any, ...], obj: _Objective, sli: _Sli
@@ -440,7 +440,7 @@ class _Resolver:
             period = self.period(d)
             sli = self.sli(d)
             # Resolve the alert policies even when the SLI failed, to report every problem.
-            tiers = self.tiers(d, period[0] if period else CALENDAR_PERIODS["month"])
+            tiers = self.tiers(d, period[0] if period else CALENDAR_PERIODS["month"].nominal)
             if period is None or sli is None or not tiers:
                 continue
             line, col = locate(d.node, ())

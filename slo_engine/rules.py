@@ -65,10 +65,10 @@ def windows(slo: SLO) -> list[str]:
     seconds = {slo.base_window}
     for tier in slo.tiers:
         seconds |= {tier.long_window, tier.short_window}
-    if not slo.calendar:
+    if slo.calendar is None:
         seconds.add(slo.period)
     names = [format_duration(s) for s in sorted(seconds)]
-    return [*names, slo.calendar] if slo.calendar else names
+    return [*names, slo.calendar.name] if slo.calendar else names
 
 
 LONGEST = {"month": 31 * 86400, "week": 7 * 86400}  # the longest calendar month and week
@@ -77,7 +77,7 @@ EPOCH_MONDAY = 4 * 86400  # 1970-01-05T00:00Z, the first Monday after the epoch
 
 def period_name(slo: SLO) -> str:
     """The SLO period as named in series and text: ``30d``, or ``month``/``week``."""
-    return slo.calendar or format_duration(slo.period)
+    return slo.calendar.name if slo.calendar else format_duration(slo.period)
 
 
 def ratio_of_sums(slo: SLO, sel: str, seconds: float) -> str:
@@ -92,20 +92,23 @@ def period_error_ratio(slo: SLO) -> str:
     Calendar: the same, over the recorded samples since the month (week) began in UTC, picked
     by a subquery that compares each minute's month (week) with the evaluation's."""
     sel = matchers({c.LABEL_SLO: slo.name})
-    if not slo.calendar:
+    cal = slo.calendar
+    if cal is None:
         return ratio_of_sums(slo, sel, slo.period)
+    if cal.name not in LONGEST:
+        raise ValueError(f"{slo.name}: calendar period {cal.name!r}: only one UTC month or week")
     # Inside a subquery, time() is each step's time; "@ end()" pins an expression to the
     # evaluation time, so every step can compare its period with the current one. A step
     # counts when the minute it closes lies in the current period: the 5m rate recorded at
     # 00:00 on the 1st is the previous month's.
     now = "last_over_time(vector(time())[1m:1m] @ end())"
     step = "(vector(time()) - 60)"
-    if slo.calendar == "month":
+    if cal.name == "month":
         same = f"month{step} == on() month({now})"
     else:
         week = "floor(({t} - {m}) / 604800)"
         same = f"{week.format(t=step, m=EPOCH_MONDAY)} == on() {week.format(t=now, m=EPOCH_MONDAY)}"
-    r = format_range(LONGEST[slo.calendar])
+    r = format_range(LONGEST[cal.name])
     part = "sum_over_time(({series}{sel} and on() ({same}))[{r}:1m])"
     return (
         f"{part.format(series=errors_series(slo), sel=sel, same=same, r=r)} / "
