@@ -49,7 +49,7 @@ from bench.agent_scrape import started  # noqa: E402
 from bench.results import write_block  # noqa: E402
 
 VLLM = (
-    ROOT / "tests" / "fixtures" / "servers" / "vllm_docs_design_metrics_example.prom"
+    ROOT / "tests" / "collectors" / "fixtures" / "servers" / "vllm_v1_metrics.prom"
 ).read_bytes()
 BOUNDS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.conftest import FIXTURES, run_gpuslo
 from tests.contracts import contract_fixture
 
 CONTRACT = json.loads((FIXTURES / "contracts" / "kubernetes_pod_discovery.json").read_text())
-VLLM_TEXT = (FIXTURES / "servers" / "vllm_docs_design_metrics_example.prom").read_bytes()
+VLLM_TEXT = (Path(__file__).parent / "fixtures" / "servers" / "vllm_v1_metrics.prom").read_bytes()
 
 
 contract = contract_fixture(CONTRACT)

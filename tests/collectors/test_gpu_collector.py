@@ -6,7 +6,6 @@ from gpuslo.collectors import Agent, GpuCollector, PodRef, is_blank
 from gpuslo.collectors.backends import FixtureBackend, SimBackend, write_recording
 from gpuslo.collectors.backends.base import GpuIdentity, GpuSample
 from gpuslo.foundation import conventions as c
-from tests.conftest import FIXTURES
 
 
 def scrape(collector, clock=None):
@@ -97,10 +96,25 @@ def test_mig_instances_carry_gpu_instance_id_and_profile(clock):
     assert any('GPU_I_ID="2"' in k and 'GPU_I_PROFILE="1g.10gb"' in k for k in mig)
 
 
+# A dcgm-exporter /metrics excerpt in its documented format (gpuslo's own: labels gpu, UUID,
+# pci_bus_id, device, modelName, Hostname; values invented). A field the GPU cannot report comes
+# out as DCGM's int64 sentinel, DCGM_INT64_NOT_SUPPORTED = DCGM_INT64_BLANK + 2 (dcgm_structs.h).
+DCGM_INT64_BLANK = 0x7FFFFFFFFFFFFFF0
+DCGM_SAMPLE = f"""\
+# HELP DCGM_FI_DEV_GPU_TEMP GPU die temperature, degrees C (sample text).
+# TYPE DCGM_FI_DEV_GPU_TEMP gauge
+DCGM_FI_DEV_GPU_TEMP{{gpu="0",UUID="GPU-1c2d3e4f-0000-4a5b-8c9d-0e1f2a3b4c5d",pci_bus_id="00000000:19:00.0",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-node-7"}} 41
+# HELP DCGM_FI_DEV_MEMORY_TEMP HBM temperature, degrees C (sample text).
+# TYPE DCGM_FI_DEV_MEMORY_TEMP gauge
+DCGM_FI_DEV_MEMORY_TEMP{{gpu="0",UUID="GPU-1c2d3e4f-0000-4a5b-8c9d-0e1f2a3b4c5d",pci_bus_id="00000000:19:00.0",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="gpu-node-7"}} {DCGM_INT64_BLANK + 2}
+"""  # noqa: E501
+
+
 def test_dcgm_blank_sentinels_and_nan_are_never_exported(tmp_path):
-    # The value dcgm-exporter's own README shows for a blank memory temperature.
-    sample_text = (FIXTURES / "dcgm" / "dcgm-exporter_readme_example.prom").read_text()
-    blank = float(sample_text.split("DCGM_FI_DEV_MEMORY_TEMP{")[1].split("} ")[1].split()[0])
+    # The value dcgm-exporter prints for a memory temperature the GPU does not report.
+    printed = DCGM_SAMPLE.split("DCGM_FI_DEV_MEMORY_TEMP{")[1].split("} ")[1].split()[0]
+    assert printed == "9223372036854775794"
+    blank = float(printed)
     assert is_blank(blank)
     ident = GpuIdentity(0, "GPU-1", "NVIDIA H100", "00000000:01:00.0", 0)
     frame = [
