@@ -115,6 +115,19 @@ def _binaries_only_in_component_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(promlab, "binary", checked)
 
 
+@pytest.fixture
+def no_nvml_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real pynvml with libnvidia-ml unloadable, whatever this machine has (a GPU node
+    included): its loader's dlopen fails as on a node without the driver."""
+    import pynvml
+
+    def dlopen_fails(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(pynvml, "nvmlLib", None)
+    monkeypatch.setattr(pynvml, "CDLL", dlopen_fails)
+
+
 def need(binary: str) -> str:
     """The path of a real binary for a component test; fails clearly when it is missing."""
     _must_be_component(binary)

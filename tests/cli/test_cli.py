@@ -124,13 +124,14 @@ def test_recording_a_node_then_replaying_it_gives_the_same_gpu_series(tmp_path):
     assert replay.stdout.count("gpuslo_gpu_up{") == 2
 
 
-def test_recording_without_a_driver_fails_in_one_line(tmp_path):
-    out = run(
-        "agent", "--once", "--no-collector.infiniband", "--record-gpu", str(tmp_path / "x.json")
+def test_recording_without_a_driver_fails_in_one_line(tmp_path, no_nvml_driver, capsys):
+    code = main(
+        ["agent", "--once", "--no-collector.infiniband", "--record-gpu", str(tmp_path / "x.json")]
     )
-    assert out.returncode == 1
-    assert out.stderr.strip().splitlines()[-1].startswith("gpuslo agent: error: NVML unavailable")
-    assert "Traceback" not in out.stderr
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("gpuslo agent: error: NVML unavailable")
+    assert "Traceback" not in err and not (tmp_path / "x.json").exists()
 
 
 def test_demo_mode_serves_then_prints_a_scrape_fetched_over_http():

@@ -187,19 +187,9 @@ def test_xid_errors_arrive_as_nvml_events_and_are_counted():
     assert all('gpu="1"' in ln for ln in lines)
 
 
-def _no_driver(name: str) -> None:
-    raise OSError(f"{name}: cannot open shared object file: No such file or directory")
-
-
 def test_without_a_driver_the_gpu_collector_fails_cleanly_and_fabric_keeps_serving(
-    caplog, monkeypatch
+    caplog, no_nvml_driver
 ):
-    # The real pynvml, with libnvidia-ml absent whatever this machine has: its loader's
-    # dlopen fails as on a node without the driver (so this passes on a GPU node too).
-    import pynvml
-
-    monkeypatch.setattr(pynvml, "nvmlLib", None)
-    monkeypatch.setattr(pynvml, "CDLL", _no_driver)
     with pytest.raises(BackendUnavailable, match="NVML"):
         NvmlBackend().open()
     gpu = GpuCollector(NvmlBackend(), hostname="h")
