@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gpuslo.foundation.errors import SpecError, SpecProblem
 from gpuslo.foundation.yamlpos import load_documents
 
 from .model import SLO
 from .native import is_native, load_native
-from .openslo import is_openslo, load_openslo
+from .openslo import NotificationRoute, documents_of, load_openslo, notification_routes
 from .sloth import is_sloth, load_sloth
 
 # A full outage should take at least this long to spend the whole budget, or the SLO pages
@@ -19,8 +19,14 @@ from .sloth import is_sloth, load_sloth
 MIN_BUDGET_SECONDS = 300.0
 
 
-def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem]]:
-    """Every SLO in the files and the lint warnings; SpecError lists every error of every file."""
+def load_specs(
+    paths: Iterable[str | Path], unsupported: Literal["error", "warn"] = "error"
+) -> tuple[list[SLO], list[SpecProblem]]:
+    """Every SLO in the files and the lint warnings; SpecError lists every error of every file.
+
+    ``unsupported="warn"`` (``slo validate``): what is valid in its spec but cannot become
+    Prometheus rules (an OpenSLO Datadog source, a reference to a document not given) is a
+    warning; by default it is an error, as every caller but ``validate`` needs the rules."""
     slos: list[SLO] = []
     problems: list[SpecProblem] = []
     import_warnings: list[SpecProblem] = []
@@ -30,8 +36,8 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
             for data, node in load_documents(path):
                 if is_native(data):
                     slos += load_native(path, data, node)
-                elif is_openslo(data):
-                    openslo_docs.append((str(path), data, node))
+                elif (found_docs := documents_of(str(path), data, node)) is not None:
+                    openslo_docs += found_docs
                 elif is_sloth(data):
                     found, warned = load_sloth(path, data, node)
                     slos += found
@@ -53,25 +59,42 @@ def load_specs(paths: Iterable[str | Path]) -> tuple[list[SLO], list[SpecProblem
             problems += err.problems
     if openslo_docs:
         try:
-            found, warned = load_openslo(openslo_docs)
+            found, warned = load_openslo(openslo_docs, unsupported)
             slos += found
             import_warnings += warned
         except SpecError as err:
             problems += err.problems
-    seen: dict[str, SLO] = {}
+    # An SLO is its service and name (as in Sloth): one name may serve two services.
+    seen: dict[tuple[str, str], SLO] = {}
     for slo in slos:
-        if slo.name in seen:
+        key = (slo.service, slo.name)
+        if key in seen:
             problems.append(
                 SpecProblem(
                     *slo.source,
                     "name",
-                    f"SLO {slo.name!r} already defined at {seen[slo.name].where}",
+                    f"SLO {slo.name!r} already defined at {seen[key].where}",
                 )
             )
-        seen[slo.name] = slo
+        seen[key] = slo
     if problems:
         raise SpecError(problems)
     return slos, import_warnings + lint(slos)
+
+
+def openslo_documents(paths: Iterable[str | Path]) -> list[tuple[str, Any, Any]]:
+    """The OpenSLO documents of the files (one, several or a list per file)."""
+    out: list[tuple[str, Any, Any]] = []
+    for path in paths:
+        for data, node in load_documents(path):
+            out += documents_of(str(path), data, node) or []
+    return out
+
+
+def openslo_routes(paths: Iterable[str | Path]) -> list[NotificationRoute]:
+    """Where the OpenSLO alert policies of the files send their alerts."""
+    docs = openslo_documents(paths)
+    return notification_routes(docs) if docs else []
 
 
 def lint(slos: Iterable[SLO]) -> list[SpecProblem]:

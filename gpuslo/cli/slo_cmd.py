@@ -20,15 +20,22 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "slo",
         help="validate SLO specs and generate Prometheus rules",
-        description="Turn SLO specs (native gpuslo/v1 YAML) into Prometheus recording rules and "
-        "multi-window multi-burn-rate alerts.",
+        description="Turn SLO specs (native gpuslo/v1, OpenSLO v1 and v2alpha, Sloth) into "
+        "Prometheus recording rules and multi-window multi-burn-rate alerts. validate judges "
+        "each document by its own spec; what is valid but cannot become rules is a warning "
+        "there, and an error for generate.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     slo_sub = p.add_subparsers(dest="slo_command", metavar="SUBCOMMAND", required=True)
     v = slo_sub.add_parser("validate", help="check specs; print every problem as file:line:col")
     v.add_argument("files", nargs="+", metavar="FILE")
-    v.add_argument("--strict", action="store_true", help="treat lint warnings as errors")
+    v.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat warnings as errors: lint warnings, and what is valid in its spec but "
+        "cannot become Prometheus rules (e.g. an OpenSLO Datadog source)",
+    )
     v.add_argument(
         "--prometheus",
         metavar="URL",
@@ -64,10 +71,11 @@ def add_parser(sub: Any) -> None:
 
 
 def validate(args: argparse.Namespace) -> int:
-    """Exit 0 when every spec is valid, 1 otherwise; warnings are printed either way."""
+    """Exit 0 when every spec is a valid document of its spec, 1 otherwise; what gpuslo cannot
+    turn into rules is a warning (an error with ``--strict``, and always for ``generate``)."""
     from gpuslo.slo_engine import load_specs
 
-    slos, warnings = load_specs(args.files)
+    slos, warnings = load_specs(args.files, unsupported="warn")
     if args.prometheus:
         from gpuslo.slo_engine.live_lint import PrometheusUnreachable, lint_live
 
@@ -85,7 +93,8 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
-    """Validate, then write the rules; nothing is written when any spec is invalid."""
+    """Validate, then write the rules; nothing is written when any spec is invalid or holds
+    what cannot become rules. Documents nothing needs are skipped with a warning."""
     from gpuslo.slo_engine import load_specs, write_outputs
 
     slos, warnings = load_specs(args.files)

@@ -187,3 +187,63 @@ def test_health_alerts_pass_promtool_and_fire_on_a_lost_gpu_and_a_down_port(tmp_
         [promtool, "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "smtp", "kind", "warns"),
+    [
+        ("oncall@example.com", True, "email_configs", False),
+        ("mailto:oncall@example.com", True, "email_configs", False),
+        ("oncall@example.com", False, None, True),
+        ("https://hooks.slack.com/services/T0/B0/x", False, "slack_configs", False),
+        ("pagerduty:0123456789abcdef", False, "pagerduty_configs", False),
+        ("http://hooks.example:9000/gpu", False, "webhook_configs", False),
+        ("email", False, None, True),
+    ],
+)
+def test_openslo_notification_targets_map_to_receivers(target, smtp, kind, warns):
+    from gpuslo.alerts.config import notification_receiver
+
+    receiver, warning = notification_receiver("oncall", target, smtp)
+    assert receiver["name"] == "openslo-oncall"
+    assert [k for k in receiver if k != "name"] == ([kind] if kind else [])
+    assert (warning is not None) == warns
+
+
+@pytest.mark.component
+def test_openslo_targets_become_receivers_that_amtool_accepts_and_routes(tmp_path):
+    amtool = need("amtool")
+    spec = tmp_path / "mail.yaml"
+    spec.write_text(
+        (ROOT / "examples" / "slos" / "openslo" / "search.yaml")
+        .read_text()
+        .replace("target: http://pager.example:9099/hook", "target: oncall@example.com")
+    )
+    out = tmp_path / "alertmanager.yml"
+    args = ["alerts", "config", str(spec), str(ROOT / "examples/slos/openslo/list.yaml")]
+    args += ["--hook-url", "http://127.0.0.1:9836", "-o", str(out)]
+    without = run_gpuslo(*args)
+    assert without.returncode == 0, without.stderr
+    assert "warning: spec.target: email target 'oncall@example.com'" in without.stderr
+    proc = run_gpuslo(*args, "--smtp-smarthost", "smtp.example:587", "--smtp-from", "am@x.io")
+    assert proc.returncode == 0, proc.stderr
+    check = subprocess.run([amtool, "check-config", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = yaml.safe_load(out.read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert receivers["openslo-search-pager"]["email_configs"] == [
+        {"to": "oncall@example.com", "send_resolved": True}
+    ]
+    assert "slack_configs" in receivers["openslo-rerank-slack"]
+    assert "webhook_configs" in receivers["openslo-search-tickets"]
+    routed = subprocess.run(
+        [
+            amtool,
+            *("config", "routes", "test", f"--config.file={out}"),
+            *("alertname=GpusloBudgetBurn", "severity=page"),
+            *("slo=search-availability-great", "tier=search-fast-burn"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert routed.stdout.strip() == "gpuslo-remediation,openslo-search-pager,pages"
