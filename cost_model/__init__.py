@@ -11,8 +11,8 @@ from .catalog import PriceCatalog, load_catalog
 from .rules import check_regexes, rule_groups
 
 __all__ = [
-    "CpuPod",
     "Costs",
+    "CpuPod",
     "GpuHistory",
     "Holding",
     "PriceCatalog",

@@ -12,7 +12,9 @@ rates above the factor) follow the rules term by term. NaN plays Prometheus' "no
 comparisons with it are false, as a missing series makes an alert expression empty.
 
 Calendar periods sum the recordings whose minute (the minute each base rate closes, as the
-rules take it) falls in the evaluation's UTC month or ISO week.
+rules take it) falls in the evaluation's period, with the period boundaries (any unit, count,
+start and time zone) from ``Calendar.boundaries``, the one place the rules read them from too.
+Inside the rules' horizon (``rules.HORIZON``) the two agree; the evaluator has no horizon.
 """
 
 from __future__ import annotations
@@ -130,20 +132,16 @@ def _ratio(errors: _Cumulative, requests: _Cumulative, n: int) -> Array:
 
 
 def _calendar_ratio(data: SliData, calendar: Calendar) -> Array:
-    """Errors over requests since the UTC month (week) of each evaluation began."""
-    if calendar.name not in ("month", "week"):
-        raise ValueError(f"calendar period {calendar.name!r}: only one UTC month or week")
+    """Errors over requests since the calendar period of each evaluation began: the period
+    boundaries from ``Calendar.boundaries``, as the rules write them out."""
     ts = data.timestamps
-    closes = (ts - 60).astype("datetime64[s]")  # the minute each recording closes
-    now = (np.floor(ts / 60) * 60).astype("datetime64[s]")
-    unit = "M" if calendar.name == "month" else "W"
-    if unit == "M":
-        period_of_sample = closes.astype("datetime64[M]").astype(np.int64)
-        period_now = now.astype("datetime64[M]").astype(np.int64)
-    else:  # ISO weeks start on Monday; datetime64[W] weeks start on Thursday (the epoch)
-        monday = np.timedelta64(4, "D")
-        period_of_sample = ((closes - monday).astype("datetime64[D]").astype(np.int64)) // 7
-        period_now = ((now - monday).astype("datetime64[D]").astype(np.int64)) // 7
+    if not len(ts):
+        return np.zeros(0)
+    closes = ts - 60  # the minute each recording closes
+    now = np.floor(ts / 60) * 60
+    bounds = np.asarray(calendar.boundaries(float(closes[0]), float(now[-1])), dtype=np.float64)
+    period_of_sample = np.searchsorted(bounds, closes, side="right")
+    period_now = np.searchsorted(bounds, now, side="right")
     # Sample periods never decrease, so each period's samples are one contiguous run: the
     # sum for evaluation i is that run's cumulative sum up to i.
     first = np.searchsorted(period_of_sample, period_now, side="left")

@@ -12,10 +12,18 @@ slos:
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gpuslo.foundation import conventions as c
 from gpuslo.foundation.durations import parse_duration
@@ -25,7 +33,7 @@ from gpuslo.foundation.specmodel import DNS_LABEL, Duration
 from gpuslo.foundation.specmodel import Strict as _Strict
 from gpuslo.foundation.yamlpos import locate, validation_problems
 
-from .model import CALENDAR_PERIODS, SLO, AlertTier
+from .model import CALENDAR_PERIODS, SLO, AlertTier, Calendar
 from .windows import DEFAULT_WINDOWS, load_tiers
 
 API_VERSION = "gpuslo/v1"
@@ -87,16 +95,94 @@ class Alerting(_Strict):
     windows: str | None = None  # a tiers file instead of the SRE workbook defaults
 
 
-def _check_window(value: str | None) -> str | None:
-    """A rolling duration (``30d``) or a calendar period (``month``, ``week``; UTC)."""
-    if value is not None and value not in CALENDAR_PERIODS:
-        parse_duration(value)
+def _check_window(value: str | CalendarWindow | None) -> str | CalendarWindow | None:
+    """A rolling duration (``30d``), one UTC calendar unit by name (``day``, ``week``,
+    ``month``, ``quarter``, ``year``), or a calendar window (``{calendar: 1Q, start: ...,
+    time_zone: ...}``, checked by its model)."""
+    if isinstance(value, str) and value not in CALENDAR_PERIODS:
+        try:
+            parse_duration(value)
+        except ValueError:
+            if value[-1:] in ("M", "Q", "Y"):
+                raise ValueError(
+                    f"{value!r} is a calendar duration: write window: {{calendar: {value}}}"
+                ) from None
+            raise
     return value
+
+
+class CalendarWindow(_Strict):
+    """A calendar window: ``calendar`` is 1d, 1w, 1M, 1Q, 1Y or a count of them (2w, 6M),
+    ``start`` the local date-time periods are counted from (default: the unit's natural start),
+    ``time_zone`` an IANA zone (DST included)."""
+
+    calendar: str
+    start: str = ""
+    time_zone: str = "UTC"
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _unquoted(cls, value: Any) -> Any:
+        """YAML reads an unquoted 2026-01-01T00:00:00 as a date-time: take it as written."""
+        return value.isoformat() if isinstance(value, (date, datetime)) else value
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, value: str) -> str:
+        Calendar.parse(value)
+        return value
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        Calendar("day", start=value).anchor()
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        Calendar("day", time_zone=value).zone()
+        return value
+
+    def to_calendar(self) -> Calendar:
+        return Calendar.parse(self.calendar, self.start, self.time_zone)
+
+
+def _window_kind(value: Any) -> str:
+    return _CALENDAR_TAG if isinstance(value, (dict, CalendarWindow)) else _DURATION_TAG
+
+
+# The tags only steer validation to one kind of window; they are left out of error paths.
+_CALENDAR_TAG, _DURATION_TAG = "~calendar", "~duration"
+Window = Annotated[
+    Annotated[str, Tag(_DURATION_TAG)] | Annotated[CalendarWindow, Tag(_CALENDAR_TAG)],
+    Discriminator(_window_kind),
+]
+
+
+class _Untagged:
+    """A ValidationError's errors without the window tags in their locations."""
+
+    def __init__(self, err: ValidationError) -> None:
+        self._err = err
+
+    def errors(self) -> list[Any]:
+        tags = (_CALENDAR_TAG, _DURATION_TAG)
+        return [
+            {**e, "loc": tuple(p for p in e["loc"] if p not in tags)} for e in self._err.errors()
+        ]
+
+
+def _calendar_of(window: str | CalendarWindow) -> Calendar | None:
+    """The calendar a window names, or None for a rolling one."""
+    if isinstance(window, CalendarWindow):
+        return window.to_calendar()
+    return CALENDAR_PERIODS.get(window)
 
 
 class Defaults(_Strict):
     service: str | None = None
-    window: str = "30d"
+    window: Window = "30d"
     alerting: Alerting = Field(default_factory=Alerting)
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -108,7 +194,7 @@ class NativeSLO(_Strict):
     service: str | None = None
     description: str = ""
     objective: float = Field(gt=0, lt=100, description="percent of good events")
-    window: str | None = None
+    window: Window | None = None
     selector: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     alerting: Alerting | None = None
@@ -151,7 +237,10 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
     try:
         spec = NativeFile.model_validate(data)
     except ValidationError as err:
-        found = {*_sli_count_problems(name, data, node), *validation_problems(name, node, err)}
+        found = {
+            *_sli_count_problems(name, data, node),
+            *validation_problems(name, node, _Untagged(err)),
+        }
         raise SpecError(sorted(found)) from err
     out, problems = [], []
     for i, s in enumerate(spec.slos):
@@ -184,8 +273,8 @@ def load_native(path: str | Path, data: Any, node: Any) -> list[SLO]:
                 service=service,
                 objective=round(s.objective / 100.0, 12),
                 period=cal.nominal
-                if (cal := CALENDAR_PERIODS.get(window))
-                else parse_duration(window),
+                if (cal := _calendar_of(window))
+                else parse_duration(str(window)),
                 calendar=cal,
                 errors_query=errors_q,
                 total_query=total_q,

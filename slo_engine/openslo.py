@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -43,7 +42,7 @@ from gpuslo.foundation.promql import number
 from gpuslo.foundation.specmodel import DNS_LABEL
 from gpuslo.foundation.yamlpos import field_path, locate, validation_problems
 
-from .model import NOMINAL_SECONDS, SLO, AlertTier, Calendar, CalendarUnit
+from .model import CALENDAR_DURATION_UNITS, NOMINAL_SECONDS, SLO, AlertTier, Calendar
 from .native import BASE_WINDOW
 from .windows import DEFAULT_WINDOWS, load_tiers
 
@@ -80,13 +79,6 @@ _SHORTHAND_SECONDS = {
     "M": NOMINAL_SECONDS["month"],
     "Q": NOMINAL_SECONDS["quarter"],
     "Y": NOMINAL_SECONDS["year"],
-}
-_CALENDAR_UNITS: dict[str, CalendarUnit] = {
-    "d": "day",
-    "w": "week",
-    "M": "month",
-    "Q": "quarter",
-    "Y": "year",
 }
 
 Name = str  # checked by _check_name (pattern and length), for a located message
@@ -808,7 +800,7 @@ class _Resolver:
                 self.note(d, (*loc, "calendar"), "a rolling window ignores its calendar", "warning")
             return shorthand_seconds(window.duration), None
         count, unit_char = int(window.duration[:-1]), window.duration[-1]
-        unit = _CALENDAR_UNITS.get(unit_char)
+        unit = CALENDAR_DURATION_UNITS.get(unit_char)
         if unit is None:
             self.note(
                 d,
@@ -824,8 +816,8 @@ class _Resolver:
             zone = "UTC"
         else:
             try:
-                ZoneInfo(zone)
-            except (ZoneInfoNotFoundError, ValueError):
+                Calendar("day", time_zone=zone).zone()  # the model's own zone check
+            except ValueError:
                 self.note(d, (*loc, "calendar", "timeZone"), f"{zone!r} is not an IANA time zone")
                 return None
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -12,7 +13,8 @@ from gpuslo.foundation.yamlpos import load_documents
 from .model import SLO
 from .native import is_native, load_native
 from .openslo import NotificationRoute, documents_of, load_openslo, notification_routes
-from .sloth import is_sloth, load_sloth
+from .rules import horizon_warning
+from .sloth import SlothWindows, is_sloth, load_sloth
 
 # A full outage should take at least this long to spend the whole budget, or the SLO pages
 # before anyone can react.
@@ -20,13 +22,16 @@ MIN_BUDGET_SECONDS = 300.0
 
 
 def load_specs(
-    paths: Iterable[str | Path], unsupported: Literal["error", "warn"] = "error"
+    paths: Iterable[str | Path],
+    unsupported: Literal["error", "warn"] = "error",
+    sloth_windows: SlothWindows | None = None,
 ) -> tuple[list[SLO], list[SpecProblem]]:
     """Every SLO in the files and the lint warnings; SpecError lists every error of every file.
 
     ``unsupported="warn"`` (``slo validate``): what is valid in its spec but cannot become
     Prometheus rules (an OpenSLO Datadog source, a reference to a document not given) is a
-    warning; by default it is an error, as every caller but ``validate`` needs the rules."""
+    warning; by default it is an error, as every caller but ``validate`` needs the rules.
+    ``sloth_windows``: a Sloth AlertWindows file's period and tiers for the Sloth specs."""
     slos: list[SLO] = []
     problems: list[SpecProblem] = []
     import_warnings: list[SpecProblem] = []
@@ -39,7 +44,7 @@ def load_specs(
                 elif (found_docs := documents_of(str(path), data, node)) is not None:
                     openslo_docs += found_docs
                 elif is_sloth(data):
-                    found, warned = load_sloth(path, data, node)
+                    found, warned = load_sloth(path, data, node, windows=sloth_windows)
                     slos += found
                     import_warnings += warned
                 else:
@@ -98,10 +103,14 @@ def openslo_routes(paths: Iterable[str | Path]) -> list[NotificationRoute]:
 
 
 def lint(slos: Iterable[SLO]) -> list[SpecProblem]:
-    """Warnings: tiers that can never fire, budgets a full outage spends in moments."""
+    """Warnings: tiers that can never fire, budgets a full outage spends in moments, calendar
+    rules close to the end of the period boundaries they list."""
     out = []
+    now = time.time()
     for slo in slos:
         at = slo.source
+        if note := horizon_warning(slo, now):
+            out.append(SpecProblem(*at, "window", note, "warning"))
         max_burn = 1.0 / slo.budget  # every event failing
         for tier in slo.tiers:
             factor = tier.factor(slo.period)

@@ -31,6 +31,13 @@ def add_parser(sub: Any) -> None:
     v = slo_sub.add_parser("validate", help="check specs; print every problem as file:line:col")
     v.add_argument("files", nargs="+", metavar="FILE")
     v.add_argument(
+        "--sloth-windows",
+        metavar="FILE",
+        help="a Sloth AlertWindows file (sloth.slok.dev/v1 kind: AlertWindows, or "
+        "alertWindows/v1): the SLO period and burn-rate windows for Sloth specs "
+        "(default: Sloth's google-30d)",
+    )
+    v.add_argument(
         "--strict",
         action="store_true",
         help="treat warnings as errors: lint warnings, and what is valid in its spec but "
@@ -53,6 +60,13 @@ def add_parser(sub: Any) -> None:
     g = slo_sub.add_parser("generate", help="write rule files for the specs")
     g.add_argument("files", nargs="+", metavar="FILE")
     g.add_argument(
+        "--sloth-windows",
+        metavar="FILE",
+        help="a Sloth AlertWindows file (sloth.slok.dev/v1 kind: AlertWindows, or "
+        "alertWindows/v1): the SLO period and burn-rate windows for Sloth specs "
+        "(default: Sloth's google-30d)",
+    )
+    g.add_argument(
         "-o",
         "--output",
         required=True,
@@ -70,12 +84,19 @@ def add_parser(sub: Any) -> None:
     g.set_defaults(func=generate)
 
 
+def _windows(args: argparse.Namespace) -> Any:
+    """The --sloth-windows file's windows, or None for Sloth's defaults."""
+    from gpuslo.slo_engine.sloth import load_alert_windows
+
+    return load_alert_windows(args.sloth_windows) if args.sloth_windows else None
+
+
 def validate(args: argparse.Namespace) -> int:
     """Exit 0 when every spec is a valid document of its spec, 1 otherwise; what gpuslo cannot
     turn into rules is a warning (an error with ``--strict``, and always for ``generate``)."""
     from gpuslo.slo_engine import load_specs
 
-    slos, warnings = load_specs(args.files, unsupported="warn")
+    slos, warnings = load_specs(args.files, unsupported="warn", sloth_windows=_windows(args))
     if args.prometheus:
         from gpuslo.slo_engine.live_lint import PrometheusUnreachable, lint_live
 
@@ -97,7 +118,7 @@ def generate(args: argparse.Namespace) -> int:
     what cannot become rules. Documents nothing needs are skipped with a warning."""
     from gpuslo.slo_engine import load_specs, write_outputs
 
-    slos, warnings = load_specs(args.files)
+    slos, warnings = load_specs(args.files, sloth_windows=_windows(args))
     for w in warnings:
         print(w, file=sys.stderr)
     for path in write_outputs(slos, list(args.files), args.output, args.format):

@@ -104,7 +104,9 @@ def test_alertmanager_config_passes_amtool_and_routes_pages_and_tickets(tmp_path
     hook = next(r for r in config["receivers"] if r["name"] == "gpuslo-remediation")
     assert hook["webhook_configs"][0]["url"] == "http://127.0.0.1:9836/v1/alerts"
     assert hook["webhook_configs"][0]["http_config"]["authorization"]["type"] == "Bearer"
-    assert config["inhibit_rules"][0]["equal"] == ["slo"]
+    # The Sloth examples name one SLO under two services, so a page silences the tickets
+    # of the same SLO of the same service only.
+    assert config["inhibit_rules"][0]["equal"] == ["slo", "service"]
 
 
 def test_alerts_config_refuses_a_bad_hook_url():

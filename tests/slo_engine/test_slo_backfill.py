@@ -26,9 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from gpuslo.foundation.prometheus import query_range
 from gpuslo.foundation.promlab import Prometheus
 from gpuslo.slo_engine import load_specs, rule_groups
-from gpuslo.slo_engine.rules import ERRORS, REQUESTS, error_ratio
+from gpuslo.slo_engine.evaluator import SliData, evaluate
+from gpuslo.slo_engine.rules import ERRORS, REQUESTS, error_ratio, period_error_ratio, period_name
 
 pytestmark = pytest.mark.component
 
@@ -176,3 +178,103 @@ def test_calendar_periods_count_from_the_start_of_the_month_and_week(backfilled)
         # A period starting six hours off reads something else: the check can fail.
         shifted = exact_ratio(truth, start, since + 6 * 3600, t_end)
         assert abs(shifted - exact) / exact > 1e-2, (name, shifted, exact)
+
+
+# Calendar periods in zones with a DST change, at fixed dates: Amsterdam leaves summer time at
+# 01:00 UTC on Sunday 25 October 2026, so its October is 31 days and an hour (from 22:00 UTC
+# on 30 September to 23:00 UTC on 31 October); New York leaves it at 06:00 UTC on Sunday
+# 1 November, a 25-hour day (04:00 UTC to 05:00 UTC the next day).
+DST_SPEC = """\
+apiVersion: gpuslo/v1
+kind: SLOs
+defaults: {service: chat}
+slos:
+  - name: ams-month
+    objective: 99.9
+    window: {calendar: 1M, time_zone: Europe/Amsterdam}
+    selector: {model: llama}
+    availability: {}
+  - name: ny-day
+    objective: 99.9
+    window: {calendar: 1d, time_zone: America/New_York}
+    selector: {model: llama}
+    availability: {}
+"""
+
+
+def utc(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+DST_START, DST_END = utc("2026-09-30T18:00"), utc("2026-11-02T06:00")
+# (SLO, evaluation time, where its period began); None: a period with no recording yet.
+DST_CASES = (
+    ("ams-month", "2026-10-25T00:30", "2026-09-30T22:00"),  # summer time
+    ("ams-month", "2026-10-25T03:00", "2026-09-30T22:00"),  # winter time, same month
+    ("ams-month", "2026-10-31T22:59", "2026-09-30T22:00"),  # the month's last minute
+    ("ams-month", "2026-10-31T23:00", None),  # November: nothing recorded yet
+    ("ams-month", "2026-10-31T23:30", "2026-10-31T23:00"),
+    ("ny-day", "2026-11-01T04:30", "2026-11-01T04:00"),
+    ("ny-day", "2026-11-02T04:30", "2026-11-01T04:00"),  # hour 25 of 1 November
+    ("ny-day", "2026-11-02T05:30", "2026-11-02T05:00"),
+)
+
+
+@pytest.fixture(scope="module")
+def dst_backfilled(tmp_path_factory):
+    """A month of history around the autumn DST changes, with the base rates recorded."""
+    tmp = tmp_path_factory.mktemp("backfill-dst")
+    spec = tmp / "slo.yaml"
+    spec.write_text(DST_SPEC)
+    slos, _ = load_specs([spec])
+    base_rates = [
+        {
+            "name": g["name"],
+            "rules": [r for r in g["rules"] if r.get("record") in {REQUESTS, ERRORS}],
+        }
+        for g in rule_groups(slos)
+    ]
+    minutes = (DST_END - DST_START) // 60 + 1
+    truth = write_history(tmp / "history.om", DST_START, minutes, reset_at=15 * DAY + 333)
+    with Prometheus(tmp / "prom") as prom:
+        prom.backfill_openmetrics(tmp / "history.om")
+        prom.restart()
+        prom.backfill_rules(base_rates, start=DST_START + 3600, end=DST_END)
+        yield prom, {s.name: s for s in slos}, truth
+
+
+def test_calendar_periods_across_dst_agree_with_the_evaluator(dst_backfilled):
+    """The generated period ratio, evaluated by Prometheus, equals the evaluator's for
+    calendars in Amsterdam and New York across their DST changes, and follows the raw
+    counters from the period's true start."""
+    prom, slos, truth = dst_backfilled
+    # The evaluator reads the recorded base rates as the rules' 1m subquery does: the latest
+    # recording at each whole minute (recordings land at the group's offset in the minute).
+    start = DST_START + 7200
+    data = {}
+    for name in slos:
+        sel = f'{{slo="{name}"}}'
+        errors, _ = query_range(prom.url, f"{ERRORS}{sel}", start, DST_END, 60.0)
+        requests, _ = query_range(prom.url, f"{REQUESTS}{sel}", start, DST_END, 60.0)
+        data[name] = SliData(start, 60.0, errors, requests)
+    worst = 0.0
+    for name, at, since in DST_CASES:
+        slo, t = slos[name], utc(at)
+        found = prom.query(period_error_ratio(slo), at=t)
+        ev = evaluate(slo, data[name]).error_ratio[period_name(slo)]
+        expected = ev[(t - int(data[name].start)) // 60]
+        if since is None:
+            assert not found and math.isnan(expected), (name, at, found, expected)
+            continue
+        (series,) = found
+        recorded = float(series["value"][1])
+        worst = max(worst, abs(recorded - expected) / expected)
+        assert abs(recorded - expected) / expected < 1e-9, (name, at, recorded, expected)
+        if t - utc(since) >= 86400:  # long enough for the ends' partial weights to vanish
+            exact = exact_ratio(truth, DST_START, utc(since), t)
+            assert abs(recorded - exact) / exact < 1e-3, (name, at, recorded, exact)
+            # The same period counted from the start in UTC, an hour off, reads otherwise.
+            if name == "ny-day":
+                off = exact_ratio(truth, DST_START, utc(since) + 3600, t)
+                assert abs(off - exact) / exact > 1e-2, (name, at, off, exact)
+    print(f"max relative difference, Prometheus vs evaluator: {worst:.3g}")

@@ -89,7 +89,9 @@ def test_sloth_plugins_and_unknown_fields_are_refused_with_their_place(tmp_path)
     with pytest.raises(SpecError) as err:
         load_specs([spec])
     out = [str(p) for p in err.value.problems]
-    assert out == [f"{spec}:12:5: slos[1].alertng: Extra inputs are not permitted"]
+    assert len(out) == 2  # every SLO is checked: both problems at once
+    assert out[0].startswith(f"{spec}:8:9: slos[0].sli.plugin: Sloth SLI plugins")
+    assert out[1] == f"{spec}:12:5: slos[1].alertng: Extra inputs are not permitted"
     spec.write_text(spec.read_text().replace("    alertng: {}\n", ""))
     with pytest.raises(SpecError) as err:
         load_specs([spec])
@@ -97,3 +99,22 @@ def test_sloth_plugins_and_unknown_fields_are_refused_with_their_place(tmp_path)
         f"{spec}:8:9: slos[0].sli.plugin: Sloth SLI plugins (sloth-common/kubernetes/apiserver/"
         "availability) only run inside Sloth"
     )
+
+
+def test_the_crd_and_v1alpha_examples_import():
+    folder = SLOTH.parent
+    slos, warnings = load_specs([folder / "kubernetes.yaml", folder / "openslo-v1alpha.yaml"])
+    assert [(s.service, s.name) for s in slos] == [
+        ("rerank", "requests-availability"),
+        ("tokenizer", "requests-availability"),
+        ("vector-search", "vector-search-0"),
+    ]
+    names = [g["name"] for g in rule_groups(slos)]
+    assert names == [
+        "gpuslo-slo-rerank-requests-availability",
+        "gpuslo-slo-tokenizer-requests-availability",
+        "gpuslo-slo-vector-search-0",
+    ]
+    assert dict(slos[0].labels)["tier"] == "1"
+    # the rerank object's `tier` label stays on its series only; v1alpha: no alerts
+    assert sorted(w.field for w in warnings) == ["kind", "spec.labels.tier"]
