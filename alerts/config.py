@@ -120,7 +120,7 @@ def alertmanager_config(
     config: dict[str, Any] = {
         "route": {
             "receiver": "default",
-            "group_by": ["alertname", "slo", "tier"],
+            "group_by": ["alertname", "service", "slo", "tier"],
             "group_wait": "30s",
             "group_interval": "5m",
             "repeat_interval": "4h",

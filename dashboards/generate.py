@@ -32,6 +32,8 @@ from gpuslo.slo_engine.rules import (
     burn_rate,
     error_ratio,
     period_name,
+    selector,
+    shared_names,
     windows,
 )
 
@@ -127,8 +129,8 @@ def _firing(slo: SLO) -> list[Query]:
 
 def slo_overview(slos: Sequence[SLO]) -> Any:
     d = _dashboard("gpuslo-slo-overview", "gpuslo / SLO overview", [])
-    for slo in sorted(slos, key=lambda s: s.name):
-        sel = f'{{slo="{slo.name}"}}'
+    for slo in sorted(slos, key=lambda s: (s.name, s.service)):
+        sel = selector(slo, qualified=True)  # service too: a name may be another service's
         period = period_name(slo)
         d = d.with_row(dashboard.Row(f"{slo.name} ({slo.service}, {slo.kind})"))
         d = d.with_panel(
@@ -159,9 +161,13 @@ def slo_overview(slos: Sequence[SLO]) -> Any:
     return d
 
 
-def slo_detail(slo: SLO) -> Any:
-    sel = f'{{slo="{slo.name}"}}'
-    d = _dashboard(f"gpuslo-slo-{slo.name}"[:40], f"gpuslo / SLO {slo.name}", [])
+def slo_detail(slo: SLO, qualified: bool = False) -> Any:
+    """One SLO's drill-down; ``qualified``: its name is shared with another service's SLO, so
+    the uid and title name the service too."""
+    sel = selector(slo, qualified=True)
+    ident = f"{slo.service}-{slo.name}" if qualified else slo.name
+    title = f"{slo.name} ({slo.service})" if qualified else slo.name
+    d = _dashboard(f"gpuslo-slo-{ident}"[:40], f"gpuslo / SLO {title}", [])
     d = d.with_panel(
         _panel(
             "Error budget remaining (burn-down)",
@@ -418,7 +424,10 @@ def all_dashboards(slos: Sequence[SLO]) -> dict[str, Any]:
         cost_dashboard(),
         drift_dashboard(),
     ]
-    built += [slo_detail(s) for s in sorted(slos, key=lambda s: s.name)]
+    shared = shared_names(slos)
+    built += [
+        slo_detail(s, s.name in shared) for s in sorted(slos, key=lambda s: (s.name, s.service))
+    ]
     return {f"{b.build().uid}.json": b.build() for b in built}
 
 

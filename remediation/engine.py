@@ -25,7 +25,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +84,8 @@ class CauseCheck:
     """The most probable cause of the burn an alert reports, from ``gpuslo explain``'s
     correlation against Prometheus. The alert's ``slo`` label names the SLO."""
 
-    def __init__(self, url: str, slos: dict[str, Any], step: float = 60.0) -> None:
-        self.url, self.slos, self.step = url, slos, step
+    def __init__(self, url: str, slos: Sequence[Any], step: float = 60.0) -> None:
+        self.url, self.slos, self.step = url, list(slos), step
 
     @classmethod
     def from_settings(cls, settings: Any, policy_path: str | os.PathLike[str]) -> CauseCheck:
@@ -95,16 +95,19 @@ class CauseCheck:
 
         base = Path(policy_path).parent
         slos, _ = load_specs([base / p for p in settings.slo_specs])
-        return cls(settings.prometheus, {s.name: s for s in slos}, seconds(settings.explain_step))
+        return cls(settings.prometheus, slos, seconds(settings.explain_step))
 
     def __call__(self, alert: Alert) -> tuple[str | None, str]:
         from gpuslo.foundation.prometheus import HistoryError
         from gpuslo.slo_engine.correlate import explain
 
-        name = alert.labels.get("slo", "")
-        slo = self.slos.get(name)
-        if slo is None:
-            return None, f"no SLO named {name!r} in settings.slo_specs"
+        name, service = alert.labels.get("slo", ""), alert.labels.get("service")
+        # An SLO is its service and name; the service label picks among same-named SLOs.
+        found = [s for s in self.slos if s.name == name and service in (None, s.service)]
+        if len(found) != 1:
+            what = "no SLO" if not found else f"{len(found)} SLOs (give the service label)"
+            return None, f"{what} named {name!r} in settings.slo_specs"
+        slo = found[0]
         try:
             result = explain(self.url, slo, alert.startsAt.timestamp(), self.step)
         except (HistoryError, OSError, ValueError) as err:

@@ -273,3 +273,33 @@ def test_cli_validates_policies_and_refuses_bad_input_without_a_traceback(tmp_pa
     empty.write_text("\n")
     out = run_cli("serve", "--policy", str(example), "--token-file", str(empty))
     assert out.returncode == 2 and "is empty" in out.stderr
+
+
+def _two_services_same_name() -> list:
+    from gpuslo.slo_engine.model import SLO
+
+    def slo(service: str) -> SLO:
+        return SLO("availability", service, 0.99, 3600.0, "e", "t", ())
+
+    return [slo("search"), slo("chat")]
+
+
+def test_a_cause_check_picks_the_slo_by_service_and_name():
+    from gpuslo.foundation.promlab import free_port
+    from gpuslo.remediation.engine import CauseCheck
+    from gpuslo.remediation.webhook import Alert
+
+    check = CauseCheck(f"http://127.0.0.1:{free_port()}", _two_services_same_name())
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def alert(**labels: str) -> Alert:
+        return Alert(status="firing", labels=labels, startsAt=at, fingerprint="f")
+
+    assert check(alert(slo="availability")) == (
+        None,
+        "2 SLOs (give the service label) named 'availability' in settings.slo_specs",
+    )
+    assert check(alert(slo="latency", service="chat"))[1].startswith("no SLO named 'latency'")
+    # one SLO found: the analysis runs (and fails here: nothing listens on that port)
+    cause, why = check(alert(slo="availability", service="chat"))
+    assert cause is None and why.startswith("cause analysis failed")
