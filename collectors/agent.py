@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 
 from gpuslo import __version__
 from gpuslo.foundation import conventions as c
@@ -61,6 +62,26 @@ class Snapshot:
 def _same(a: tuple[Metric, ...], b: tuple[Metric, ...]) -> bool:
     """The very same family objects (a collector that hands back what it had)."""
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+_GROUPED = ("histogram", "gaugehistogram", "summary")
+
+
+def _whole_series(fam: Metric, room: int) -> list[Sample]:
+    """The first samples of ``fam`` that fit in ``room`` without cutting a series: for a
+    histogram or summary, the samples of one label set (less ``le``/``quantile``) go together."""
+    if fam.type not in _GROUPED:
+        return list(fam.samples[:room])
+    groups: dict[tuple[tuple[str, str], ...], list[Sample]] = {}
+    for s in fam.samples:
+        key = tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("le", "quantile")))
+        groups.setdefault(key, []).append(s)
+    out: list[Sample] = []
+    for samples in groups.values():
+        if len(out) + len(samples) > room:
+            break
+        out.extend(samples)
+    return out
 
 
 class Agent:
@@ -111,13 +132,14 @@ class Agent:
             if self._logged.get(collector.name) != error:
                 log.exception("collector %s failed", collector.name)
                 self._logged[collector.name] = error
-        families, series, dropped = self._cap(families)
+        cap = self.cap_of(collector)
+        families, series, dropped = self._cap(families, cap)
         if dropped:
             self._dropped[collector.name] = self._dropped.get(collector.name, 0) + dropped
             self._log_once(
                 collector.name + "/cap",
                 logging.WARNING,
-                f"{collector.name}: over the cap of {self.max_series} series, dropping {dropped}",
+                f"{collector.name}: over the cap of {cap} series, dropping {dropped}",
             )
         end = self._clock()
         snap = Snapshot(families, series, end - start, success, end, error)
@@ -134,22 +156,37 @@ class Agent:
             log.log(level, "%s", message)
             self._logged[key] = message
 
-    def _cap(self, families: tuple[Metric, ...]) -> tuple[tuple[Metric, ...], int, int]:
+    def cap_of(self, collector: Collector) -> int:
+        """The series cap of one collector: its own ``series_budget`` when it keeps one (the
+        OTLP receiver budgets what clients push by itself), else the agent's ``max_series``.
+        Each collector is capped apart, so none can crowd out another's families."""
+        budget = getattr(collector, "series_budget", None)
+        return budget if isinstance(budget, int) and budget > 0 else self.max_series
+
+    def _cap(
+        self, families: tuple[Metric, ...], cap: int | None = None
+    ) -> tuple[tuple[Metric, ...], int, int]:
+        """Keep at most ``cap`` samples, in order, and only whole series: a histogram or
+        summary series (its buckets, count and sum) is kept entirely or not at all."""
+        cap = self.max_series if cap is None else cap
         total = sum(len(f.samples) for f in families)
-        if total <= self.max_series:
+        if total <= cap:
             return families, total, 0
         kept: list[Metric] = []
-        room = self.max_series
+        room = cap
         for fam in families:
             if room <= 0:
                 break
             if len(fam.samples) > room:
                 trimmed = Metric(fam.name, fam.documentation, fam.type)
-                trimmed.samples = fam.samples[:room]
+                trimmed.samples = _whole_series(fam, room)
+                if not trimmed.samples:
+                    break
                 fam = trimmed
             kept.append(fam)
             room -= len(fam.samples)
-        return tuple(kept), self.max_series, total - self.max_series
+        series = cap - room
+        return tuple(kept), series, total - series
 
     def sample_all(self) -> None:
         """Sample every collector once, in order (for ``--once`` and tests)."""

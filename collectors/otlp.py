@@ -25,18 +25,28 @@ differ from the canonical series' is rejected, never re-bucketed); exponential h
 converted to the GenAI conventions' advised bounds (``ADVISED_BOUNDS``): an exponential bucket
 is counted in the first explicit bucket whose bound is at or above the bucket's upper edge,
 which can only move an observation up, by less than one exponential bucket's width.
+
+Limits (docs/requests.md, "OTLP limits"): bodies are bounded before they are read (declared
+length, chunked transfer, and after gzip, inflated as a stream with a cap); an export is folded
+into a staging copy and committed whole, or answered 400 with nothing changed; pass-through
+names and keys are validated against the exposition rules; counters never take NaN, infinite
+or negative points; streams of every temporality are capped in total and per sender, and the
+exposed series by a budget of their own, apart from the agent's cap on other collectors.
 """
 
 from __future__ import annotations
 
 import bisect
-import gzip
+import dataclasses
 import itertools
 import logging
 import math
 import operator
+import re
+import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -78,6 +88,17 @@ _PASSTHROUGH_HELP = {spec.name: spec.help for spec in c.DRIFT_FAMILIES}
 UNITS = {"s": 1.0, "": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 DEFAULT_TENANT_KEYS = ("gpuslo.tenant", "tenant")
 DEFAULT_MAX_STREAMS = 100_000
+DEFAULT_MAX_STREAMS_PER_SENDER = 10_000
+DEFAULT_MAX_SERIES = 20_000  # samples of canonical and pass-through series
+SELF_SERIES = 256  # room for the receiver's own self-metrics on top of its budget
+MAX_BOUNDS = 256  # explicit bucket bounds per point (the GenAI advice uses 13 to 16)
+MAX_EXP_BUCKETS = 4096  # exponential buckets per point (the SDK's default is 160)
+MIN_SCALE, MAX_SCALE = -10, 20  # the exponential scales OTLP defines
+MAX_BODY = 16 * 2**20  # request body as sent
+MAX_DECOMPRESSED = 64 * 2**20  # request body after gzip
+LINGER_BYTES, LINGER_SECONDS = 256 * 1024, 1.0  # drained after a refused, unread body
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 DEFAULT_STALE_AFTER = 900.0
 
 Labels = tuple[tuple[str, str], ...]
@@ -132,7 +153,11 @@ def exponential_to_explicit(
     for k, n in enumerate(positive_counts):
         if not n:
             continue
-        upper = 2.0 ** ((positive_offset + k + 1) * factor) * unit
+        exponent = (positive_offset + k + 1) * factor
+        if exponent > 1000:  # beyond any float bound (and 2**exponent would overflow)
+            per[-1] += n
+            continue
+        upper = 2.0**exponent * unit
         # A tiny relative slack: an edge that lands on a bound up to float error stays there.
         per[bisect.bisect_left(bounds, upper * (1 - 1e-9))] += n
     return _cumulate(per)
@@ -160,7 +185,37 @@ class _Stream:
 
 
 class Rejected(Exception):
-    """A data point that cannot be folded in (the message goes to partial_success)."""
+    """A data point that cannot be folded in (the message goes to partial_success, the
+    reason labels ``gpuslo_otlp_rejected_data_points_total``)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ExportFailed(Exception):
+    """An export that could not be folded in at all; nothing of it was kept."""
+
+
+@dataclass
+class _Stage:
+    """What one export changes, kept apart until the whole export is folded in.
+
+    Entries are copies of the committed ones (copy on write), so dropping the stage leaves
+    the receiver exactly as it was."""
+
+    hists: dict[tuple[str, Labels], _Hist]
+    counters: dict[tuple[str, Labels], float]
+    gauges: dict[tuple[str, Labels], float]
+    streams: dict[tuple[str, Labels, Labels], _Stream]
+    new_streams: dict[Labels, int]
+    sender_series: dict[Labels, int]
+    series: int = 0
+    overflow: float = 0.0
+
+
+def _stage() -> _Stage:
+    return _Stage({}, {}, {}, {}, {}, {})
 
 
 class OtlpReceiver:
@@ -175,10 +230,31 @@ class OtlpReceiver:
         max_streams: int = DEFAULT_MAX_STREAMS,
         stale_after: float = DEFAULT_STALE_AFTER,
         clock: Any = time.monotonic,
+        max_streams_per_sender: int = DEFAULT_MAX_STREAMS_PER_SENDER,
+        max_series_per_sender: int | None = None,
+        max_series: int = DEFAULT_MAX_SERIES,
+        max_body: int | None = None,
+        max_decompressed: int | None = None,
     ) -> None:
+        for what, n in (
+            ("max_streams", max_streams),
+            ("max_streams_per_sender", max_streams_per_sender),
+            ("max_series", max_series),
+        ):
+            if n < 1:
+                raise ValueError(f"{what} must be >= 1")
         self.tenants = tenants or TenantCap()
         self.tenant_keys = tuple(tenant_keys)
         self.max_streams = max_streams
+        self.max_streams_per_sender = max_streams_per_sender
+        self.max_series = max_series
+        # One sender may take a quarter of the budget, so it cannot starve the others.
+        self.max_series_per_sender = (
+            max(1, max_series // 4) if max_series_per_sender is None else max_series_per_sender
+        )
+        # Limits of the HTTP endpoint serving this receiver (read when the server starts).
+        self.max_body = MAX_BODY if max_body is None else max_body
+        self.max_decompressed = MAX_DECOMPRESSED if max_decompressed is None else max_decompressed
         self.stale_after = stale_after
         self._clock = clock
         self._lock = threading.Lock()
@@ -186,91 +262,137 @@ class OtlpReceiver:
         self._counters: dict[tuple[str, Labels], float] = {}
         self._gauges: dict[tuple[str, Labels], float] = {}
         self._streams: dict[tuple[str, Labels, Labels], _Stream] = {}
+        self._per_sender: dict[Labels, int] = {}  # resource -> streams tracked
+        self._sender_series: dict[Labels, int] = {}  # resource -> samples its series added
+        self._series = 0  # samples the canonical and pass-through families hold
         # (metric, resource, attributes) -> canonical labels, computed once per stream
         self._labels: dict[tuple[str, Labels, Labels], tuple[Labels, bool]] = {}
         self.points = {"accepted": 0.0, "ignored": 0.0, "rejected": 0.0}
+        self.rejected: dict[str, float] = {}
         self.requests: dict[str, float] = {}
         # Bumped on every change: collect() hands back the same families while nothing
         # changed, so the agent reuses their rendered text instead of rendering again.
         self._version = 0
         self._collected: tuple[int, list[Metric]] | None = None
 
+    @property
+    def series_budget(self) -> int:
+        """What the agent lets this collector expose: its own budget plus its self-metrics
+        (the agent's cap on other collectors does not apply, so the two never compete)."""
+        return self.max_series + SELF_SERIES
+
     # ------------------------------------------------------------------ ingest
     def ingest(self, request: ExportMetricsServiceRequest) -> tuple[int, str]:
-        """Fold one export in; returns (rejected data points, first rejection message)."""
+        """Fold one export in, whole or not at all; returns (rejected data points, first
+        rejection message). Raises ``ExportFailed`` (and changes nothing) when the export
+        cannot be processed."""
         rejected, message = 0, ""
         accepted = ignored = 0
+        reasons: dict[str, int] = {}
         now = self._clock()
+        st = _stage()
         with self._lock:
-            for rm in request.resource_metrics:
-                resource = _attrs(rm.resource.attributes)
-                for sm in rm.scope_metrics:
-                    for metric in sm.metrics:
-                        name = metric.name
-                        kind = metric.WhichOneof("data")
-                        if name.startswith(PASSTHROUGH) and kind == "gauge":
-                            accepted += self._gauge(name, metric.gauge.data_points)
-                            continue
-                        if name not in ADVISED_BOUNDS:
-                            ignored += _count_points(metric, kind)
-                            continue
-                        try:
-                            n = self._metric(name, kind, metric, resource, now)
-                        except Rejected as err:
-                            n_bad = _count_points(metric, kind)
-                            rejected += n_bad
-                            message = message or f"{name}: {err}"
-                            continue
-                        accepted += n[0]
-                        rejected += n[1]
-                        if n[1] and not message:
-                            message = f"{name}: {n[2]}"
+            try:
+                for rm in request.resource_metrics:
+                    resource = _attrs(rm.resource.attributes)
+                    for sm in rm.scope_metrics:
+                        for metric in sm.metrics:
+                            name = metric.name
+                            kind = metric.WhichOneof("data")
+                            if name.startswith(PASSTHROUGH) and kind == "gauge":
+                                n = self._gauge(st, name, metric.gauge.data_points, resource, now)
+                            elif name not in ADVISED_BOUNDS:
+                                ignored += _count_points(metric, kind)
+                                continue
+                            else:
+                                n = self._metric(st, name, kind, metric, resource, now)
+                            accepted += n[0]
+                            rejected += sum(n[1].values())
+                            for why, k in n[1].items():
+                                reasons[why] = reasons.get(why, 0) + k
+                            if n[2] and not message:
+                                message = f"{name}: {n[2]}"
+            except Exception as err:  # nothing of the export is kept: a retry is exact
+                log.exception("OTLP export not folded in")
+                raise ExportFailed(
+                    f"export not folded in, nothing changed: {type(err).__name__}: {err}"
+                ) from err
+            self._commit(st)
             self.points["accepted"] += accepted
             self.points["ignored"] += ignored
             self.points["rejected"] += rejected
+            for why, k in reasons.items():
+                self.rejected[why] = self.rejected.get(why, 0.0) + k
             self._version += 1
+        if st.overflow:
+            self.tenants.count_overflow(c.COLLECTOR_OTLP, st.overflow)
         return rejected, message
 
-    def _gauge(self, name: str, points: Any) -> int:
-        """A gpuslo gauge pushed over OTLP (drift jobs): the latest value per label set."""
+    def _commit(self, st: _Stage) -> None:
+        self._hists.update(st.hists)
+        self._counters.update(st.counters)
+        self._gauges.update(st.gauges)
+        self._streams.update(st.streams)
+        for resource, n in st.new_streams.items():
+            self._per_sender[resource] = self._per_sender.get(resource, 0) + n
+        self._series += st.series
+        for resource, n in st.sender_series.items():
+            self._sender_series[resource] = self._sender_series.get(resource, 0) + n
+
+    def _gauge(
+        self, st: _Stage, name: str, points: Any, resource: Labels, now: float
+    ) -> tuple[int, dict[str, int], str]:
+        """A gpuslo gauge pushed over OTLP (drift jobs): the latest value per label set.
+
+        Names and attribute keys have ``.`` mapped to ``_`` (the OpenTelemetry-to-Prometheus
+        convention); what still breaks the exposition rules is rejected, never rewritten."""
         prom = name.replace(".", "_")
+        if not _METRIC_NAME.fullmatch(prom):
+            return 0, {"invalid_name": len(points)}, f"{prom!r} is not a metric name"
+        accepted, bad, why = 0, dict[str, int](), ""
         for point in points:
-            value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
-            labels = tuple(sorted(_attrs(point.attributes)))
-            self._gauges[(prom, labels)] = float(value)
-        return len(points)
+            try:
+                value = (
+                    point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
+                )
+                attrs = _attrs(point.attributes)
+                labels = tuple(sorted(_label_names(attrs)))
+                key = (prom, labels)
+                new = key not in st.gauges and key not in self._gauges
+                if new:
+                    self._reserve(st, 1, resource)
+                self._touch(st, (name, resource, attrs), now)
+                if new:
+                    st.series += 1
+                    self._charge(st, resource, 1)
+                st.gauges[key] = float(value)
+                accepted += 1
+            except Rejected as err:
+                bad[err.reason] = bad.get(err.reason, 0) + 1
+                why = why or str(err)
+        return accepted, bad, why
 
     def _metric(
-        self, name: str, kind: str | None, metric: Any, resource: Labels, now: float
-    ) -> tuple[int, int, str]:
-        if kind == "histogram":
-            data = metric.histogram
-            points, temporality = data.data_points, data.aggregation_temporality
-        elif kind == "exponential_histogram":
-            data = metric.exponential_histogram
-            points, temporality = data.data_points, data.aggregation_temporality
-        elif kind == "sum" and name == TOKENS:
-            data = metric.sum
-            if not data.is_monotonic:
-                raise Rejected("a token-usage Sum must be monotonic")
-            points, temporality = data.data_points, data.aggregation_temporality
-        else:
-            raise Rejected(f"{kind or 'no data'} is not supported for this metric")
-        if temporality not in (DELTA, CUMULATIVE):
-            raise Rejected("aggregation temporality unspecified")
-        unit = 1.0 if name == TOKENS else UNITS.get(metric.unit)
-        if unit is None:
-            raise Rejected(f"unit {metric.unit!r} is not a time unit (s, ms, us, ns)")
-        accepted = bad = 0
+        self, st: _Stage, name: str, kind: str | None, metric: Any, resource: Labels, now: float
+    ) -> tuple[int, dict[str, int], str]:
+        try:
+            points, temporality, unit = _points_of(name, kind, metric)
+        except Rejected as err:
+            return 0, {err.reason: _count_points(metric, kind)}, str(err)
+        accepted = 0
+        bad: dict[str, int] = {}
         why = ""
         for point in points:
             if point.flags & NO_RECORDED_VALUE:
                 continue
             try:
-                self._point(name, kind, point, temporality == CUMULATIVE, unit, resource, now)
+                cost = self._point(
+                    st, name, kind, point, temporality == CUMULATIVE, unit, resource, now
+                )
+                self._charge(st, resource, cost)
                 accepted += 1
             except Rejected as err:
-                bad += 1
+                bad[err.reason] = bad.get(err.reason, 0) + 1
                 why = why or str(err)
         return accepted, bad, why
 
@@ -310,6 +432,7 @@ class OtlpReceiver:
 
     def _point(
         self,
+        st: _Stage,
         name: str,
         kind: str | None,
         point: Any,
@@ -317,35 +440,69 @@ class OtlpReceiver:
         unit: float,
         resource: Labels,
         now: float,
-    ) -> None:
+    ) -> int:
+        """Validate one point, check every cap, then stage it (nothing is staged for a point
+        that is rejected); returns the samples its new series take from the budget."""
         attrs = _attrs(point.attributes)
         labels, overflowed = self._canonical(name, resource, attrs)
         skey = (name, resource, attrs)
         if kind == "sum":  # token usage as a counter
-            value = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
-            dsum = self._scalar_delta(skey, point.start_time_unix_nano, value, cumulative, now)
+            value = float(
+                point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+            )
+            _check_counter(value)
+            key = (c.TOKEN_USAGE_TOTAL, labels)
+            cost = self._cost(st, [(key, 1)])
+            self._reserve(st, cost, resource)
+            dsum = self._scalar_delta(st, skey, point.start_time_unix_nano, value, cumulative, now)
             if dsum:
-                key = (c.TOKEN_USAGE_TOTAL, labels)
-                self._counters[key] = self._counters.get(key, 0.0) + dsum
+                self._add_counter(st, key, dsum)
             if overflowed:
-                self.tenants.count_overflow(c.COLLECTOR_OTLP, 1.0)
-            return
+                st.overflow += 1.0
+            return cost
         if name == TOKENS:
             bounds: tuple[float, ...] = ()
             cum: list[float] | None = None
         elif kind == "histogram":
+            if len(point.explicit_bounds) > MAX_BOUNDS:
+                raise Rejected(
+                    f"{len(point.explicit_bounds)} bucket bounds (at most {MAX_BOUNDS})", "buckets"
+                )
             bounds = (
                 tuple(b * unit for b in point.explicit_bounds)
                 if unit != 1.0
                 else tuple(point.explicit_bounds)
             )
+            if not all(map(math.isfinite, bounds)) or any(
+                a >= b for a, b in itertools.pairwise(bounds)
+            ):
+                raise Rejected("bucket bounds must be finite and increasing", "bounds")
             counts = point.bucket_counts
             if len(counts) != len(bounds) + 1:
                 raise Rejected(
-                    f"{len(counts)} bucket counts for {len(bounds)} bounds (want bounds + 1)"
+                    f"{len(counts)} bucket counts for {len(bounds)} bounds (want bounds + 1)",
+                    "bounds",
                 )
+            if sum(counts) != point.count:
+                raise Rejected(f"count {point.count} is not the sum of the bucket counts", "count")
             cum = _cumulate(counts)
         else:
+            if not MIN_SCALE <= point.scale <= MAX_SCALE:
+                raise Rejected(
+                    f"exponential scale {point.scale} outside [{MIN_SCALE}, {MAX_SCALE}]", "scale"
+                )
+            n_buckets = len(point.positive.bucket_counts) + len(point.negative.bucket_counts)
+            if n_buckets > MAX_EXP_BUCKETS:
+                raise Rejected(
+                    f"{n_buckets} exponential buckets (at most {MAX_EXP_BUCKETS})", "buckets"
+                )
+            held = (
+                point.zero_count
+                + sum(point.positive.bucket_counts)
+                + sum(point.negative.bucket_counts)
+            )
+            if held != point.count:
+                raise Rejected(f"count {point.count} is not the sum of the buckets", "count")
             bounds = ADVISED_BOUNDS[name]
             cum = exponential_to_explicit(
                 point.scale,
@@ -358,41 +515,143 @@ class OtlpReceiver:
             )
         total = point.sum * unit if name != TOKENS else point.sum
         if not math.isfinite(total):
-            raise Rejected(f"sum is {total}")
+            raise Rejected(f"sum is {total}", "not_finite")
+        if total < 0:
+            raise Rejected(
+                f"sum is {total}: durations and token counts are never negative", "negative"
+            )
         target = CANONICAL.get(name, "")
         hist_labels = labels
         if name == DURATION:
             hist_labels = tuple(kv for kv in labels if kv[0] != c.LABEL_OUTCOME)
         hkey = (target, hist_labels)
-        hist = self._hists.get(hkey)
+        hist = self._hist(st, hkey) if name != TOKENS else None
         if hist is not None and hist.bounds != bounds:
             raise Rejected(
                 f"bucket bounds {list(bounds)} differ from the series' {list(hist.bounds)}; "
-                "re-bucketing a histogram is not exact, so this stream is not folded in"
+                "re-bucketing a histogram is not exact, so this stream is not folded in",
+                "bounds",
             )
+        if name == TOKENS:
+            needs = [((c.TOKEN_USAGE_TOTAL, labels), 1)]
+        else:
+            needs = [(hkey, len(bounds) + 3)]  # buckets, +Inf, count, sum: never half of it
+            if name == DURATION:
+                needs.append(((c.REQUESTS_TOTAL, labels), 1))
+        cost = self._cost(st, needs)
+        self._reserve(st, cost, resource)
         dcum, dsum, dcount = self._hist_delta(
-            skey, point.start_time_unix_nano, cum, total, float(point.count), cumulative, now
+            st, skey, point.start_time_unix_nano, cum, total, float(point.count), cumulative, now
         )
         if overflowed:
-            self.tenants.count_overflow(c.COLLECTOR_OTLP, 1.0)
+            st.overflow += 1.0
         if name == TOKENS:
             if dsum:
-                key = (c.TOKEN_USAGE_TOTAL, labels)
-                self._counters[key] = self._counters.get(key, 0.0) + dsum
-            return
+                self._add_counter(st, (c.TOKEN_USAGE_TOTAL, labels), dsum)
+            return cost
         if name == DURATION and dcount:
-            key = (c.REQUESTS_TOTAL, labels)
-            self._counters[key] = self._counters.get(key, 0.0) + dcount
+            self._add_counter(st, (c.REQUESTS_TOTAL, labels), dcount)
         if hist is None:
-            self._hists[hkey] = _Hist(bounds, list(dcum or [0.0]), dsum, dcount)
-            return
+            st.hists[hkey] = _Hist(bounds, list(dcum or [0.0] * (len(bounds) + 1)), dsum, dcount)
+            st.series += len(bounds) + 3
+            return cost
         if dcum:
             hist.cum = list(map(operator.add, hist.cum, dcum))
         hist.sum += dsum
         hist.count += dcount
+        return cost
+
+    # ------------------------------------------------------------------ staging
+    def _hist(self, st: _Stage, key: tuple[str, Labels]) -> _Hist | None:
+        hist = st.hists.get(key)
+        if hist is None:
+            committed = self._hists.get(key)
+            if committed is not None:
+                hist = st.hists[key] = dataclasses.replace(committed)
+        return hist
+
+    def _stream(self, st: _Stage, skey: tuple[str, Labels, Labels]) -> _Stream | None:
+        stream = st.streams.get(skey)
+        if stream is None:
+            committed = self._streams.get(skey)
+            if committed is not None:
+                stream = st.streams[skey] = dataclasses.replace(committed)
+        return stream
+
+    def _add_counter(self, st: _Stage, key: tuple[str, Labels], delta: float) -> None:
+        old = st.counters.get(key)
+        if old is None:
+            old = self._counters.get(key)
+            if old is None:
+                st.series += 1
+                old = 0.0
+        st.counters[key] = old + delta
+
+    def _cost(self, st: _Stage, needs: Iterable[tuple[tuple[str, Labels], int]]) -> int:
+        """Samples the series in ``needs`` would add (those that do not exist yet)."""
+        n = 0
+        for key, samples in needs:
+            if key[0] in (c.TOKEN_USAGE_TOTAL, c.REQUESTS_TOTAL):
+                if key in st.counters or key in self._counters:
+                    continue
+            elif key in st.hists or key in self._hists:
+                continue
+            n += samples
+        return n
+
+    def _reserve(self, st: _Stage, samples: int, resource: Labels) -> None:
+        """Room for ``samples`` more, in the total budget and in the sender's share of it."""
+        if not samples:
+            return
+        if self._series + st.series + samples > self.max_series:
+            raise Rejected(
+                f"the receiver holds {self._series + st.series} samples of its budget of "
+                f"{self.max_series} (--otlp-max-series); new series are not added",
+                "series_budget",
+            )
+        mine = self._sender_series.get(resource, 0) + st.sender_series.get(resource, 0)
+        if mine + samples > self.max_series_per_sender:
+            raise Rejected(
+                f"this sender (resource) added {mine} samples already, its share of the "
+                f"budget is {self.max_series_per_sender}; new series are not added",
+                "sender_series",
+            )
+
+    def _charge(self, st: _Stage, resource: Labels, samples: int) -> None:
+        if samples:
+            st.sender_series[resource] = st.sender_series.get(resource, 0) + samples
+
+    def _admit_stream(self, st: _Stage, skey: tuple[str, Labels, Labels]) -> None:
+        """A new stream, of any temporality, within the total and the per-sender caps."""
+        resource = skey[1]
+        staged = sum(st.new_streams.values())
+        if len(self._streams) + staged >= self.max_streams:
+            raise Rejected(
+                f"the receiver tracks {self.max_streams} streams already (--otlp-max-streams)",
+                "streams",
+            )
+        mine = self._per_sender.get(resource, 0) + st.new_streams.get(resource, 0)
+        if mine >= self.max_streams_per_sender:
+            raise Rejected(
+                f"this sender (resource) has {self.max_streams_per_sender} streams already "
+                "(--otlp-max-streams-per-sender)",
+                "sender_streams",
+            )
+        st.new_streams[resource] = st.new_streams.get(resource, 0) + 1
+
+    def _touch(self, st: _Stage, skey: tuple[str, Labels, Labels], now: float) -> None:
+        """A delta or gauge stream: no state to keep, but it counts against the caps and
+        goes stale like the others."""
+        stream = self._stream(st, skey)
+        if stream is None:
+            self._admit_stream(st, skey)
+            st.streams[skey] = _Stream(-1, None, 0.0, 0.0, now)
+        else:
+            stream.seen = now
 
     def _hist_delta(
         self,
+        st: _Stage,
         skey: tuple[str, Labels, Labels],
         start: int,
         cum: list[float] | None,
@@ -402,15 +661,20 @@ class OtlpReceiver:
         now: float,
     ) -> tuple[list[float] | None, float, float]:
         if not cumulative:
+            self._touch(st, skey, now)
             return cum, total, count
-        prev = self._streams.get(skey)
-        reset = prev is None or prev.start != start or count < prev.count
-        if not reset and prev is not None and cum is not None and prev.cum is not None:
-            reset = len(cum) != len(prev.cum)
+        prev = self._stream(st, skey)
+        reset = (
+            prev is None
+            or prev.start != start
+            or count < prev.count
+            or total < prev.sum
+            or (cum is not None and (prev.cum is None or len(cum) != len(prev.cum)))
+        )
         if reset or prev is None:
             if prev is None:
-                self._admit_stream()
-            self._streams[skey] = _Stream(start, cum, total, count, now)
+                self._admit_stream(st, skey)
+            st.streams[skey] = _Stream(start, cum, total, count, now)
             return cum, total, count
         dcum = None
         if cum is not None and prev.cum is not None:
@@ -425,6 +689,7 @@ class OtlpReceiver:
 
     def _scalar_delta(
         self,
+        st: _Stage,
         skey: tuple[str, Labels, Labels],
         start: int,
         value: float,
@@ -432,32 +697,34 @@ class OtlpReceiver:
         now: float,
     ) -> float:
         if not cumulative:
+            self._touch(st, skey, now)
             return value
-        prev = self._streams.get(skey)
+        prev = self._stream(st, skey)
         if prev is None or prev.start != start or value < prev.sum:
             if prev is None:
-                self._admit_stream()
-            self._streams[skey] = _Stream(start, None, value, 0.0, now)
+                self._admit_stream(st, skey)
+            st.streams[skey] = _Stream(start, None, value, 0.0, now)
             return value
         delta = value - prev.sum
         prev.sum, prev.seen = value, now
         return delta
 
-    def _admit_stream(self) -> None:
-        if len(self._streams) >= self.max_streams:
-            raise Rejected(
-                f"the receiver tracks {self.max_streams} streams already (--otlp-max-streams)"
-            )
-
     # ------------------------------------------------------------------ exposition
     def collect(self) -> list[Metric]:
-        """The canonical families, plus the receiver's own counters."""
+        """The receiver's own counters first (a cap downstream can never cut them), then the
+        canonical families."""
         now = self._clock()
         with self._lock:
             stale = [k for k, s in self._streams.items() if now - s.seen > self.stale_after]
             for k in stale:  # a sender gone for good: forget its last cumulative point
                 del self._streams[k]
                 self._labels.pop(k, None)
+                left = self._per_sender.get(k[1], 0) - 1
+                if left > 0:
+                    self._per_sender[k[1]] = left
+                else:
+                    self._per_sender.pop(k[1], None)
+                    self._sender_series.pop(k[1], None)  # a gone sender's share is freed
                 self._version += 1
             if self._collected is not None and self._collected[0] == self._version:
                 return self._collected[1]
@@ -466,7 +733,8 @@ class OtlpReceiver:
             counters = list(self._counters.items())
             gauges = list(self._gauges.items())
             points, requests = dict(self.points), dict(self.requests)
-            streams = len(self._streams)
+            reasons = dict(self.rejected)
+            streams, series = len(self._streams), self._series
         families: dict[str, Metric] = {}
         for (name, labels), bounds, cum, total, count in sorted(hists, key=lambda h: h[0]):
             fam = families.get(name)
@@ -496,12 +764,21 @@ class OtlpReceiver:
             family(c.OTLP_REQUESTS),
             family(c.OTLP_STREAMS),
         )
+        dropped, held, budget = (
+            family(c.OTLP_REJECTED),
+            family(c.OTLP_SERIES),
+            family(c.OTLP_SERIES_BUDGET),
+        )
         for result, n in points.items():
             add(received, {c.LABEL_RESULT: result}, n)
         for code, n in sorted(requests.items()):
             add(by_code, {c.LABEL_CODE: code}, n)
+        for why, n in sorted(reasons.items()):
+            add(dropped, {c.LABEL_REASON: why}, n)
         add(tracked, {}, float(streams))
-        out = [*families.values(), received, by_code, tracked]
+        add(held, {}, float(series))
+        add(budget, {}, float(self.max_series))
+        out = [received, dropped, by_code, tracked, held, budget, *families.values()]
         self._collected = (version, out)
         return out
 
@@ -509,6 +786,49 @@ class OtlpReceiver:
         with self._lock:
             self.requests[str(code)] = self.requests.get(str(code), 0.0) + 1
             self._version += 1
+
+
+def _points_of(name: str, kind: str | None, metric: Any) -> tuple[Any, int, float]:
+    """A GenAI metric's data points, temporality and unit factor, or why it is rejected."""
+    if kind == "histogram":
+        data = metric.histogram
+    elif kind == "exponential_histogram":
+        data = metric.exponential_histogram
+    elif kind == "sum" and name == TOKENS:
+        data = metric.sum
+        if not data.is_monotonic:
+            raise Rejected("a token-usage Sum must be monotonic", "unsupported")
+    else:
+        raise Rejected(f"{kind or 'no data'} is not supported for this metric", "unsupported")
+    if data.aggregation_temporality not in (DELTA, CUMULATIVE):
+        raise Rejected("aggregation temporality unspecified", "unsupported")
+    unit = 1.0 if name == TOKENS else UNITS.get(metric.unit)
+    if unit is None:
+        raise Rejected(f"unit {metric.unit!r} is not a time unit (s, ms, us, ns)", "unit")
+    return data.data_points, data.aggregation_temporality, unit
+
+
+def _check_counter(value: float) -> None:
+    """A counter's point: finite and not negative (a counter never goes NaN or down)."""
+    if not math.isfinite(value):
+        raise Rejected(f"value is {value}: a counter must be finite", "not_finite")
+    if value < 0:
+        raise Rejected(f"value is {value}: a counter never goes down", "negative")
+
+
+def _label_names(attrs: Labels) -> list[tuple[str, str]]:
+    """Attribute keys as label names: ``.`` becomes ``_``; anything else outside
+    ``[a-zA-Z_][a-zA-Z0-9_]*``, a reserved ``__`` prefix or two keys that map to one name
+    reject the point."""
+    out: dict[str, str] = {}
+    for key, value in attrs:
+        name = key.replace(".", "_")
+        if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise Rejected(f"attribute key {key!r} is not a label name", "invalid_name")
+        if name in out:
+            raise Rejected(f"attribute keys collide as label {name!r}", "invalid_name")
+        out[name] = value
+    return list(out.items())
 
 
 def _count_points(metric: Any, kind: str | None) -> int:
@@ -520,47 +840,139 @@ def _count_points(metric: Any, kind: str | None) -> int:
 # --------------------------------------------------------------------------- OTLP/HTTP
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-MAX_BODY = 16 * 2**20
+
+
+class _BodyError(Exception):
+    """A request body refused before (or while) it is read: the status and the reason."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Handler(BaseHTTPRequestHandler):
     receiver: OtlpReceiver
+    max_body: int = MAX_BODY
+    max_decompressed: int = MAX_DECOMPRESSED
+    _unread = False  # a refused body was left unread: linger before closing
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         if path != "/v1/metrics":
+            self.close_connection = self._unread = True  # the body, if any, is not read
             return self._status(404, f"{path}: only /v1/metrics is served here", PROTOBUF)
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype not in (PROTOBUF, JSON):
+            self.close_connection = self._unread = True
             return self._status(415, f"Content-Type {ctype!r}: send {PROTOBUF} or {JSON}", PROTOBUF)
+        encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
+        if encoding not in ("", "identity", "gzip"):
+            self.close_connection = self._unread = True
+            return self._status(415, f"Content-Encoding {encoding!r}: use gzip", ctype)
         try:
-            length = int(self.headers.get("Content-Length") or "")
-        except ValueError:
-            return self._status(411, "Content-Length is required", ctype)
-        if length > MAX_BODY:
-            return self._status(413, f"body over {MAX_BODY} bytes", ctype)
-        body = self.rfile.read(length)
-        encoding = (self.headers.get("Content-Encoding") or "").lower()
-        request = ExportMetricsServiceRequest()
+            body = self._read_body()
+        except _BodyError as err:
+            self.close_connection = self._unread = True  # what is left of the body stays unread
+            return self._status(err.code, str(err), ctype)
         try:
             if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding not in ("", "identity"):
-                return self._status(415, f"Content-Encoding {encoding!r}: use gzip", ctype)
+                body = _gunzip(body, self.max_decompressed)
+        except _BodyError as err:
+            return self._status(err.code, str(err), ctype)
+        request = ExportMetricsServiceRequest()
+        try:
             if ctype == PROTOBUF:
                 request.ParseFromString(body)
             else:
                 json_format.Parse(body, request, ignore_unknown_fields=True)
-        except (DecodeError, json_format.ParseError, OSError, EOFError, UnicodeDecodeError) as err:
+        except (DecodeError, json_format.ParseError, UnicodeDecodeError, RecursionError) as err:
             return self._status(400, f"not an OTLP metrics export: {err}", ctype)
-        rejected, message = self.receiver.ingest(request)
+        try:
+            rejected, message = self.receiver.ingest(request)
+        except ExportFailed as err:
+            return self._status(400, str(err), ctype)
         response = ExportMetricsServiceResponse()
         if rejected:
             response.partial_success.rejected_data_points = rejected
             response.partial_success.error_message = message
         self._reply(200, ctype, response)
+
+    def _read_body(self) -> bytes:
+        """The body, never more than ``max_body`` bytes of it: a declared length is checked
+        before anything is read, a chunked body as its chunks arrive."""
+        transfer = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        declared = self.headers.get("Content-Length")
+        if transfer:
+            if transfer != "chunked":
+                raise _BodyError(400, f"Transfer-Encoding {transfer!r}: only chunked is read")
+            if declared is not None:
+                raise _BodyError(400, "both Content-Length and Transfer-Encoding are set")
+            return self._read_chunked()
+        if declared is None:
+            raise _BodyError(411, "Content-Length is required (or Transfer-Encoding: chunked)")
+        text = declared.strip()
+        if not text.isascii() or not text.isdigit():
+            raise _BodyError(400, f"Content-Length {declared!r}: a length >= 0 is required")
+        length = int(text)
+        if length > self.max_body:
+            raise _BodyError(413, f"body of {length} bytes is over {self.max_body} bytes")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise _BodyError(400, f"body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            if not line.endswith(b"\n"):
+                raise _BodyError(400, "chunked body: bad or missing chunk size line")
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                if not size_text or size_text.startswith((b"-", b"+", b"0x", b"0X")):
+                    raise ValueError
+                size = int(size_text, 16)
+            except ValueError:
+                raise _BodyError(400, f"chunked body: chunk size {size_text!r}") from None
+            if size == 0:
+                for _ in range(64):  # trailer fields, then the empty line
+                    trailer = self.rfile.readline(8192)
+                    if trailer in (b"\r\n", b"\n", b""):
+                        return b"".join(parts)
+                raise _BodyError(400, "chunked body: too many trailer fields")
+            total += size
+            if total > self.max_body:
+                raise _BodyError(413, f"chunked body over {self.max_body} bytes")
+            chunk = self.rfile.read(size)
+            if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise _BodyError(400, "chunked body: chunk ended early")
+            parts.append(chunk)
+
+    def finish(self) -> None:
+        """After refusing a body that was not read, drain a bounded part of it (at most
+        ``LINGER_BYTES`` for ``LINGER_SECONDS``) before the socket closes: closing on unread
+        data resets the connection, and the client would lose the status sent to it."""
+        super().finish()
+        if not self._unread:
+            return
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            left = LINGER_BYTES
+            while left > 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                self.connection.settimeout(wait)
+                data = self.connection.recv(min(left, 65536))
+                if not data:
+                    break
+                left -= len(data)
+        except OSError:
+            pass
 
     def do_GET(self) -> None:
         self._status(405, "POST OTLP metrics to /v1/metrics", PROTOBUF)
@@ -579,6 +991,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -589,10 +1003,50 @@ class _Handler(BaseHTTPRequestHandler):
 _GRPC_CODES = {400: 3, 404: 12, 405: 12, 411: 3, 413: 8, 415: 3}
 
 
+def _gunzip(body: bytes, cap: int) -> bytes:
+    """Inflate a gzip body (one member or several) as a stream, refusing it as soon as the
+    output passes ``cap`` bytes: a small bomb never becomes a large buffer."""
+    parts: list[bytes] = []
+    total = 0
+    inflater = zlib.decompressobj(wbits=31)
+    data = body
+    try:
+        while True:
+            chunk = inflater.decompress(data, cap - total + 1)
+            total += len(chunk)
+            if total > cap:
+                raise _BodyError(413, f"body decompresses to over {cap} bytes")
+            parts.append(chunk)
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                data = inflater.unused_data
+                if not data:
+                    return b"".join(parts)
+                inflater = zlib.decompressobj(wbits=31)
+            elif not data and not chunk:
+                raise _BodyError(400, "not an OTLP metrics export: the gzip stream is truncated")
+    except zlib.error as err:
+        raise _BodyError(400, f"not an OTLP metrics export: bad gzip: {err}") from None
+
+
 class OtlpServer(BackgroundHTTPServer):
     """OTLP/HTTP on ``host:port`` (``POST /v1/metrics``, protobuf or JSON, gzip or not)."""
 
     thread_name = "otlp"
 
-    def __init__(self, receiver: OtlpReceiver, host: str, port: int) -> None:
-        super().__init__(type("OtlpHandler", (_Handler,), {"receiver": receiver}), host, port)
+    def __init__(
+        self,
+        receiver: OtlpReceiver,
+        host: str,
+        port: int,
+        max_body: int | None = None,
+        max_decompressed: int | None = None,
+    ) -> None:
+        limits = {
+            "receiver": receiver,
+            "max_body": receiver.max_body if max_body is None else max_body,
+            "max_decompressed": (
+                receiver.max_decompressed if max_decompressed is None else max_decompressed
+            ),
+        }
+        super().__init__(type("OtlpHandler", (_Handler,), limits), host, port)

@@ -164,6 +164,39 @@ def add_parser(sub: Any) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--otlp-max-streams-per-sender",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="cap on OTLP streams tracked per sender (resource), of any temporality; points of "
+        "its new streams beyond it are rejected (default: %(default)s)",
+    )
+    p.add_argument(
+        "--otlp-max-series",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="budget of samples the OTLP receiver exposes (canonical and pass-through series), "
+        "apart from --max-series and the agent's own families; points that would add a series "
+        "beyond it are rejected (default: %(default)s)",
+    )
+    p.add_argument(
+        "--otlp-max-body",
+        type=int,
+        default=16 * 2**20,
+        metavar="BYTES",
+        help="largest OTLP request body, as sent; larger ones get 413 before they are read "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--otlp-max-decompressed",
+        type=int,
+        default=64 * 2**20,
+        metavar="BYTES",
+        help="largest OTLP request body after gzip; inflating stops there with 413 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--tenant-cap",
         type=int,
         default=100,
@@ -248,9 +281,25 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
     if args.otlp_listen:
         from gpuslo.collectors.otlp import OtlpReceiver
 
-        if args.otlp_max_streams < 1:
-            raise UsageError("--otlp-max-streams: must be >= 1")
-        out.append(OtlpReceiver(tenants, max_streams=args.otlp_max_streams))
+        for flag in (
+            "otlp_max_streams",
+            "otlp_max_streams_per_sender",
+            "otlp_max_series",
+            "otlp_max_body",
+            "otlp_max_decompressed",
+        ):
+            if getattr(args, flag) < 1:
+                raise UsageError(f"--{flag.replace('_', '-')}: must be >= 1")
+        out.append(
+            OtlpReceiver(
+                tenants,
+                max_streams=args.otlp_max_streams,
+                max_streams_per_sender=args.otlp_max_streams_per_sender,
+                max_series=args.otlp_max_series,
+                max_body=args.otlp_max_body,
+                max_decompressed=args.otlp_max_decompressed,
+            )
+        )
     if args.server_target or args.discover_pods or args.otlp_listen:
         out.append(tenants)  # gpuslo_tenant_overflow_total and friends
     return out

@@ -525,6 +525,17 @@ LABEL_CODE = "code"
 OTLP_STREAMS = _g(
     "gpuslo_otlp_streams", "OTLP streams (metric, resource, attributes) the receiver tracks."
 )
+OTLP_REJECTED = _c(
+    "gpuslo_otlp_rejected_data_points_total",
+    "OTLP data points rejected (or dropped by a cap), by reason.",
+)
+OTLP_SERIES = _g(
+    "gpuslo_otlp_series",
+    "Samples the OTLP receiver's canonical and pass-through families hold (its series budget).",
+)
+OTLP_SERIES_BUDGET = _g(
+    "gpuslo_otlp_series_budget", "The OTLP receiver's series budget (--otlp-max-series)."
+)
 
 # --------------------------------------------------------------------------- pod discovery
 DISCOVERY_SUCCESS = _g(
