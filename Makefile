@@ -59,6 +59,8 @@ bench: setup
 	$(BIN)/python bench/otlp_ingest.py --rounds 40 --scrapes 300 --write docs/benchmarks.md
 	$(BIN)/python bench/evaluator.py --write docs/benchmarks.md
 	$(BIN)/python bench/correlation.py --seeds 10 --write docs/benchmarks.md
+	$(BIN)/python bench/spec_load.py --size-mb 1 --repeat 3 --write docs/benchmarks.md
+	$(BIN)/python bench/hostile_soak.py --seconds 60 --write docs/benchmarks.md
 
 # What a user installs: the wheel, non-editable, in a fresh virtualenv, run outside the checkout.
 wheel-check: setup

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,7 +39,7 @@ from gpuslo.foundation.durations import format_duration, parse_duration
 from gpuslo.foundation.errors import SpecError, SpecProblem
 from gpuslo.foundation.promql import number
 from gpuslo.foundation.specmodel import DNS_LABEL
-from gpuslo.foundation.yamlpos import field_path, locate, validation_problems
+from gpuslo.foundation.yamlpos import construct, field_path, locate, validation_problems
 
 from .model import CALENDAR_DURATION_UNITS, NOMINAL_SECONDS, SLO, AlertTier, Calendar
 from .native import BASE_WINDOW
@@ -481,26 +480,15 @@ class _Loaded:
         return self.doc.metadata.name
 
 
-class _TimestampsAsText(yaml.SafeLoader):
-    """YAML with unquoted timestamps kept as written (``2020-01-21 12:30:00``), as OpenSLO's
-    own tools read them (YAML to JSON)."""
-
-
-def _timestamp_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    assert isinstance(node, yaml.ScalarNode)
-    return loader.construct_scalar(node)
-
-
-_TimestampsAsText.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_text)
-
-
 def is_openslo(data: Any) -> bool:
     """True for OpenSLO v1 and v2alpha documents."""
     return isinstance(data, dict) and data.get("apiVersion") in API_VERSIONS
 
 
 def _plain(node: Any) -> Any:
-    return yaml.load(yaml.serialize(node), Loader=_TimestampsAsText)
+    """The document's data with unquoted timestamps as written, from the composed nodes (no
+    second parse)."""
+    return construct(node, timestamps_as_text=True)
 
 
 def _extras(model: BaseModel, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import yaml
 
+from gpuslo.foundation.output import prepare_output_dir, write_text
+
 from .model import SLO
 from .rules import inhibit_rules, rule_groups, shared_names
 
@@ -66,7 +68,7 @@ def write_outputs(
     slos: list[SLO], sources: list[str], out_dir: Path, fmt: Format = "rules"
 ) -> list[Path]:
     """One rules file per spec file plus the Alertmanager inhibition snippet; returns paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out_dir)
     written = []
     shared = shared_names(slos)
     stems = {s: Path(s).name.removesuffix(".yaml").removesuffix(".yml") for s in sources}
@@ -83,13 +85,14 @@ def write_outputs(
         text = HEADER.format(sources=Path(source).name) + dump(
             rules_document(mine, fmt, stem, shared)
         )
-        path.write_text(text)
+        write_text(path, text)
         written.append(path)
     inhibit = out_dir / "alertmanager-inhibit.yaml"
-    inhibit.write_text(
+    write_text(
+        inhibit,
         HEADER.format(sources=", ".join(Path(s).name for s in sources))
         + "# Merge into alertmanager.yml: a page for an SLO silences that SLO's tickets.\n"
-        + dump({"inhibit_rules": inhibit_rules(slos)})
+        + dump({"inhibit_rules": inhibit_rules(slos)}),
     )
     written.append(inhibit)
     return written

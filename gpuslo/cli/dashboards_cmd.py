@@ -49,10 +49,11 @@ def add_parser(sub: Any) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     from gpuslo.dashboards.generate import write
+    from gpuslo.foundation.output import prepare_output_dir
     from gpuslo.slo_engine import load_specs
 
     slos, _ = load_specs(args.specs)
-    for path in write(args.output, slos):
+    for path in write(prepare_output_dir(args.output), slos):
         print(path)
     return 0
 

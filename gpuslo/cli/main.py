@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user mistakes print one line and exit non-zero, never a traceback."""
     from gpuslo.collectors.backends import BackendUnavailable
-    from gpuslo.foundation.errors import SpecError
+    from gpuslo.foundation.errors import OutputError, SpecError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -66,6 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as err:  # a spec, policy or scenario file: every problem, with its place
         for problem in err.problems:
             print(problem, file=sys.stderr)
+        return 1
+    except OutputError as err:  # an -o directory or file that cannot be written
+        print(f"gpuslo {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.filename is None:  # not about a file: a bug or the network, keep the traceback
+            raise
+        # a file-system failure in a write no command checked (disk full, permissions)
+        print(
+            f"gpuslo {args.command}: error: {err.filename}: {err.strerror or err}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130

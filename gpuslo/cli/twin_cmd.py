@@ -92,6 +92,7 @@ def validate(args: argparse.Namespace) -> int:
 
 def offline(args: argparse.Namespace) -> int:
     from gpuslo.foundation.durations import parse_duration
+    from gpuslo.foundation.output import prepare_output_dir
     from gpuslo.simulator.offline import run_offline
     from gpuslo.simulator.scenario import load_scenario, resolve_scenario
 
@@ -107,6 +108,7 @@ def offline(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     if args.samples < 0:
         raise UsageError("--samples: must be >= 0")
+    prepare_output_dir(args.output)
     result = run_offline(scenario, args.output, start, step, samples_per_step=args.samples)
     print(
         f"{result['steps']:.0f} steps, {result['series']:.0f} series, {result['samples']:.0f} "

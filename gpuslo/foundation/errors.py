@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 
@@ -29,3 +30,13 @@ class SpecError(Exception):
     def __init__(self, problems: Sequence[SpecProblem]) -> None:
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class OutputError(Exception):
+    """An output path that cannot be written (a file where a directory goes, no permission);
+    printed as ``path: message``."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = str(path)
+        self.message = message
+        super().__init__(f"{self.path}: {message}")

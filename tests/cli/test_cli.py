@@ -1,4 +1,5 @@
 import json
+import os
 import socket
 
 import pytest
@@ -157,3 +158,109 @@ def test_demo_mode_serves_then_prints_a_scrape_fetched_over_http():
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "agent" in capsys.readouterr().out
+
+
+# Bad spec files: every validator answers in one line naming the file, never a traceback.
+VALIDATORS = {
+    "slo": ["slo", "validate"],
+    "cost": ["cost", "validate"],
+    "remediate": ["remediate", "validate"],
+    "twin": ["twin", "validate"],
+}
+BAD_FILES = {
+    "binary": b"\x00\x01\xff\xfe\x80 binary",
+    "latin1": "name: caf\xe9\n".encode("latin-1"),
+    "nested": b"[" * 10_000,
+    "oversize": b"a: " + b"x" * 300 + b"\n",
+}
+
+
+def _one_line_refusal(out, path):
+    assert out.returncode in (1, 2), out
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], out.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+@pytest.mark.parametrize("command", sorted(VALIDATORS))
+def test_validators_refuse_bad_files_in_one_line(tmp_path, monkeypatch, command, case):
+    if case == "oversize":  # the limit lowered, so the test file stays small
+        monkeypatch.setenv("GPUSLO_MAX_SPEC_BYTES", "200")
+    path = tmp_path / f"{case}.yaml"
+    path.write_bytes(BAD_FILES[case])
+    line = _one_line_refusal(run(*VALIDATORS[command], str(path), timeout=30), path)
+    want = {
+        "binary": "not UTF-8 text: byte 0xff at offset 2",
+        "latin1": "not UTF-8 text: byte 0xe9 at offset 9",
+        "nested": "nested deeper than",
+        "oversize": "over the 200-byte limit",
+    }[case]
+    assert want in line
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "dir", "fifo"])
+@pytest.mark.parametrize("command", sorted(VALIDATORS))
+def test_validators_refuse_non_regular_files_without_reading_them(tmp_path, command, special):
+    path = {"/dev/zero": "/dev/zero", "dir": str(tmp_path), "fifo": str(tmp_path / "p.yaml")}[
+        special
+    ]
+    if special == "fifo":
+        os.mkfifo(path)
+    _one_line_refusal(run(*VALIDATORS[command], path, timeout=30), path)
+
+
+def _spec(tmp_path):
+    spec = tmp_path / "chat.yaml"
+    spec.write_text(
+        "apiVersion: gpuslo/v1\nkind: SLOs\nslos:\n  - name: chat\n    service: chat\n"
+        "    objective: 99.9\n    availability: {}\n"
+    )
+    return spec
+
+
+def test_slo_generate_onto_a_file_is_one_line(tmp_path):
+    spec, blocker = _spec(tmp_path), tmp_path / "out"
+    blocker.write_text("x")
+    line = _one_line_refusal(run("slo", "generate", str(spec), "-o", str(blocker)), blocker)
+    assert "not a directory" in line
+    under = blocker / "sub"
+    line = _one_line_refusal(run("slo", "generate", str(spec), "-o", str(under)), under)
+    assert "cannot create the output directory" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_slo_generate_into_a_read_only_dir_is_one_line(tmp_path):
+    spec, ro = _spec(tmp_path), tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        line = _one_line_refusal(run("slo", "generate", str(spec), "-o", str(ro)), ro)
+        assert "not writable" in line
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cost", "rules", "examples/cost/catalog.yaml"],
+        ["alerts", "rules"],
+        ["drift", "rules"],
+        ["dashboards", "generate", "SPEC"],
+        ["twin", "offline", "gpu-lost", "--step", "1h"],
+    ],
+)
+def test_commands_writing_a_dir_refuse_a_file_as_output_in_one_line(tmp_path, args):
+    blocker = tmp_path / "out"
+    blocker.write_text("x")
+    args = [str(_spec(tmp_path)) if a == "SPEC" else a for a in args]
+    line = _one_line_refusal(run(*args, "-o", str(blocker)), blocker)
+    assert "not a directory" in line
+
+
+def test_alerts_config_into_a_missing_dir_is_one_line(tmp_path):
+    target = tmp_path / "no" / "such" / "alertmanager.yml"
+    out = run("alerts", "config", str(_spec(tmp_path)), "--hook-url", "http://h", "-o", str(target))
+    assert "cannot write" in _one_line_refusal(out, target)
