@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .webhook import MAX_DEPTH, MAX_NUMBER_CHARS
+
 _ERROR = {
     "description": "error",
     "content": {
@@ -18,20 +20,29 @@ _ERROR = {
 }
 _ALERT = {
     "type": "object",
-    "required": ["status", "labels", "startsAt", "fingerprint"],
+    "required": ["labels", "startsAt"],
     "properties": {
-        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "status": {
+            "type": "string",
+            "enum": ["firing", "resolved"],
+            "description": "absent (some relays): the group's status",
+        },
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
         "startsAt": {"type": "string", "format": "date-time"},
         "endsAt": {"type": "string", "format": "date-time"},
         "generatorURL": {"type": "string"},
-        "fingerprint": {"type": "string", "minLength": 1},
+        "fingerprint": {
+            "type": "string",
+            "description": "absent or empty (Alertmanager before 0.19): derived from the labels "
+            "as Alertmanager computes it (FNV-1a 64 of the sorted label pairs, 16 hex digits)",
+        },
     },
 }
 _PAYLOAD = {
     "type": "object",
-    "description": "Alertmanager webhook payload, version 4",
+    "description": "Alertmanager webhook payload, version 4: UTF-8 JSON of at most 4 MiB, "
+    f"nested at most {MAX_DEPTH} deep, numbers at most {MAX_NUMBER_CHARS} characters",
     "required": ["version", "groupKey", "status", "alerts"],
     "properties": {
         "version": {"type": "string", "enum": ["4"]},
@@ -113,6 +124,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     "400": _ERROR,
                     "401": _ERROR,
+                    "408": _ERROR,
                     "411": _ERROR,
                     "413": _ERROR,
                 },

@@ -4,14 +4,26 @@
 ``/v1/*`` needs ``Authorization: Bearer <token>`` when a token is set (Alertmanager's
 ``http_config.authorization``); without valid credentials a request gets 401 and changes
 nothing. With a client CA, TLS requires a client certificate as well (mTLS).
+
+The edge is bounded: a body is refused by its declared size before a byte of it is read
+(``Content-Length`` over ``MAX_BODY`` 413, missing 411, negative, malformed or conflicting
+400; chunked bodies are read up to ``MAX_BODY`` and cut off with 413), a refused request's
+connection is closed (its unread body is never taken for a request), parsing is bounded in
+depth and number size (``webhook``), the listen backlog holds ``LISTEN_BACKLOG`` connections,
+a connection that sends nothing for ``idle_timeout`` seconds is closed and a body must arrive
+within ``body_timeout`` (408), and clients that hang up are logged at debug, not as tracebacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
+import re
+import socket
 import ssl
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +42,32 @@ from .webhook import PayloadError, parse_payload
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024  # Alertmanager groups are small; refuse anything huge
+LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
+IDLE_TIMEOUT = 30.0  # seconds a connection may go without sending anything
+BODY_TIMEOUT = 30.0  # seconds for a whole request body to arrive
+MAX_LINE = 1024  # a chunk-size or trailer line
+_LENGTH = re.compile(r"[0-9]{1,19}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class _Refuse(Exception):
+    """A request the hook answers with an error before (or while) reading its body."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG  # socketserver's default of 5 resets bursts
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):  # hang-ups, resets, timeouts, failed TLS handshakes
+            log.debug("client %s: %r", client_address[0], err)
+        else:
+            log.error("request from %s failed", client_address[0], exc_info=err)
 
 
 class Metrics:
@@ -73,12 +111,15 @@ class Hook:
         token: str | None = None,
         tls: ssl.SSLContext | None = None,
         tick: float = 1.0,
+        idle_timeout: float = IDLE_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.remediator = remediator
         self.metrics = metrics
         self.token = token
-        self.server = ThreadingHTTPServer((host, port), _handler(self))
-        self.server.daemon_threads = True
+        self.idle_timeout = idle_timeout
+        self.body_timeout = body_timeout
+        self.server = _Server((host, port), _handler(self))
         if tls is not None:
             # The handshake happens on first read, in the connection's own thread, so a slow
             # client cannot hold up accepting others.
@@ -135,12 +176,30 @@ def _handler(hook: Hook) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out as separate writes
 
+        _linger = False  # a refused request's unread body: drain a little before closing
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.settimeout(hook.idle_timeout)  # every read and write; idle too
+
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("%s " + fmt, self.client_address[0], *args)
+
+        def handle_expect_100(self) -> bool:
+            # Answer 401/404/411/413 instead of inviting a body the hook would refuse.
+            try:
+                if self.command == "POST":
+                    self._check_post()
+            except _Refuse as err:
+                self._refuse(err)
+                return False
+            return super().handle_expect_100()
 
         def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
             data = body if isinstance(body, bytes) else (json.dumps(body, indent=1) + "\n").encode()
             self.send_response(code)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             if code == 401:
@@ -194,19 +253,136 @@ def _handler(hook: Hook) -> type[BaseHTTPRequestHandler]:
             finally:
                 hook.metrics.latency.observe(time.perf_counter() - started)
 
-        def _post(self) -> None:
+        def _check_post(self) -> int | None:
+            """The declared body length (None: chunked), or _Refuse; reads no body."""
             url = urlparse(self.path)
             if url.path != "/v1/alerts":
-                return self._send(404, {"error": f"no such path: {url.path}"})
+                raise _Refuse(404, f"no such path: {url.path}")
             if not hook.authorized(self.headers.get("Authorization")):
-                return self._error(401, "unauthorized", "missing or invalid bearer token")
+                raise _Refuse(401, "missing or invalid bearer token")
+            codings = self.headers.get_all("Transfer-Encoding") or []
+            lengths = {
+                v.strip()
+                for h in self.headers.get_all("Content-Length") or []
+                for v in h.split(",")
+            }
+            if codings:
+                if lengths:
+                    raise _Refuse(400, "both Content-Length and Transfer-Encoding")
+                if [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+                    raise _Refuse(400, "only the chunked transfer coding is accepted")
+                return None
+            if not lengths:
+                raise _Refuse(411, "Content-Length required")
+            if len(lengths) != 1 or not _LENGTH.fullmatch(next(iter(lengths))):
+                raise _Refuse(400, "Content-Length must be one non-negative number")
+            length = int(next(iter(lengths)))
+            if length > MAX_BODY:
+                raise _Refuse(413, f"body over {MAX_BODY} bytes")
+            if length == 0:
+                raise _Refuse(400, "empty body")
+            return length
+
+        def _refuse(self, err: _Refuse) -> None:
+            """Answer and close: the body left unread must not be taken for a request. Then
+            drain a little of it, so the client reads the answer rather than a reset."""
+            self.close_connection = True
+            if err.code == 404:
+                self._send(404, {"error": str(err)})
+            else:
+                self._error(
+                    err.code, "unauthorized" if err.code == 401 else "bad_request", str(err)
+                )
+            self._linger = True
+
+        def handle(self) -> None:
+            super().handle()
+            if self._linger:  # outside the request's timing: the answer has gone already
+                self._drain()
+
+        def _drain(self) -> None:
             try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                return self._error(411, "bad_request", "Content-Length required")
-            if not 0 < length <= MAX_BODY:
-                return self._error(413 if length > 0 else 400, "bad_request", "bad body size")
-            body = self.rfile.read(length)
+                self.wfile.flush()
+                if isinstance(self.connection, ssl.SSLSocket):
+                    return
+                self.connection.shutdown(socket.SHUT_WR)
+                deadline = time.monotonic() + 1.0
+                drained = 0
+                while drained < MAX_BODY and time.monotonic() < deadline:
+                    self.connection.settimeout(max(0.01, deadline - time.monotonic()))
+                    data = self.connection.recv(65536)
+                    if not data:
+                        break
+                    drained += len(data)
+            except OSError:
+                pass
+
+        def _read(self, n: int, deadline: float) -> bytes:
+            """Exactly n bytes; TimeoutError past the deadline, ConnectionError on EOF."""
+            buf = bytearray()
+            while len(buf) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("body not received in time")
+                self.connection.settimeout(min(left, hook.idle_timeout))
+                data = self.rfile.read1(min(n - len(buf), 65536))
+                if not data:
+                    raise ConnectionError("client closed the connection mid-body")
+                buf += data
+            return bytes(buf)
+
+        def _line(self, deadline: float) -> bytes:
+            line = bytearray()
+            while not line.endswith(b"\n"):
+                if len(line) > MAX_LINE:
+                    raise _Refuse(400, "chunk line too long")
+                line += self._read(1, deadline)
+            return bytes(line)
+
+        def _chunked(self, deadline: float) -> bytes:
+            body = bytearray()
+            while True:
+                size = self._line(deadline).split(b";", 1)[0].strip()
+                if not _CHUNK_SIZE.fullmatch(size):
+                    raise _Refuse(400, "bad chunk size")
+                n = int(size, 16)
+                if n == 0:
+                    break
+                if len(body) + n > MAX_BODY:
+                    raise _Refuse(413, f"body over {MAX_BODY} bytes")
+                body += self._read(n, deadline)
+                if self._read(2, deadline) != b"\r\n":
+                    raise _Refuse(400, "chunk not followed by CRLF")
+            for _ in range(64):  # trailers, ignored
+                if self._line(deadline).strip() == b"":
+                    return bytes(body)
+            raise _Refuse(400, "too many trailer lines")
+
+        def _body(self) -> bytes | None:
+            """The request body, bounded in size and time; None when answered already."""
+            try:
+                length = self._check_post()
+                deadline = time.monotonic() + hook.body_timeout
+                try:
+                    return (
+                        self._chunked(deadline) if length is None else self._read(length, deadline)
+                    )
+                finally:
+                    self.connection.settimeout(hook.idle_timeout)
+            except _Refuse as err:
+                self._refuse(err)
+            except TimeoutError:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self._error(408, "bad_request", "request body not received in time")
+            except ConnectionError:  # the client hung up mid-body: nobody to answer
+                self.close_connection = True
+            return None
+
+        def _post(self) -> None:
+            body = self._body()
+            if body is None:
+                return
             try:
                 payload = parse_payload(body)
             except PayloadError as err:

@@ -118,3 +118,36 @@ def test_payloads_with_a_field_replaced_never_get_a_500(hook, field, value):
 @given(body=st.binary(max_size=300))
 def test_arbitrary_bytes_never_get_a_500(hook, body):
     assert post(hook, body or b" ") in (200, 400)
+
+
+def dropped(fields: frozenset[str]) -> dict[str, Any]:
+    data = json.loads(json.dumps(VALID))
+    for name in fields:
+        del data["alerts"][0][name]
+    return data
+
+
+@FUZZ
+@given(
+    fields=st.frozensets(st.sampled_from(["fingerprint", "status", "annotations", "endsAt"])),
+    labels=st.dictionaries(st.text(max_size=12), st.text(max_size=12), max_size=4),
+)
+def test_payloads_without_the_optional_alert_fields_are_accepted(hook, fields, labels):
+    """Alertmanager before 0.19 sends no fingerprint; relays may drop the alert's status."""
+    data = dropped(fields)
+    data["alerts"][0]["labels"] = {**labels, "severity": "page"}
+    assert post(hook, json.dumps(data).encode()) == 200
+
+
+@FUZZ
+@given(depth=st.integers(33, 5000), opener=st.sampled_from([b"[", b'{"a":']))
+def test_deep_json_gets_a_400(hook, depth, opener):
+    closer = b"]" if opener == b"[" else b"}"
+    assert post(hook, opener * depth + b"1" + closer * depth) == 400
+
+
+@FUZZ
+@given(digits=st.integers(65, 20_000), fraction=st.booleans())
+def test_huge_numbers_get_a_400(hook, digits, fraction):
+    number = b"1" * digits + (b".5" if fraction else b"")
+    assert post(hook, b'{"version": "4", "truncatedAlerts": ' + number + b"}") == 400
