@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -63,15 +64,45 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+LISTEN_BACKLOG = 1024  # pending connections the kernel holds (socketserver's default is 5)
+CONNECTION_TIMEOUT = 30.0  # seconds a connection may sit idle or half-open before it is closed
+
+
+class _ThreadingServer(ThreadingHTTPServer):
+    """One thread per connection (daemon, so none holds up exit), a real listen backlog, and
+    clients that hang up or time out are logged at debug, not printed with a traceback."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, ConnectionError | TimeoutError):  # reset, broken pipe, idle timeout
+            log.debug("client %s went away: %s", client_address, err)
+        else:
+            log.exception("error serving %s", client_address)
+
+
 class BackgroundHTTPServer:
     """A threaded HTTP server bound to ``host:port`` (port 0 picks a free one), served on a
-    background thread."""
+    background thread. Listens with a backlog of ``LISTEN_BACKLOG``; every connection gets a
+    ``timeout`` (seconds) on each read and write, so idle keep-alive and half-open
+    connections are closed rather than kept forever."""
 
     thread_name = "http"
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        host: str,
+        port: int,
+        timeout: float = CONNECTION_TIMEOUT,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("the connection timeout must be > 0 seconds")
+        if handler.timeout is None:
+            handler = type(handler.__name__, (handler,), {"timeout": timeout})
+        self.httpd = _ThreadingServer((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -88,13 +119,19 @@ class BackgroundHTTPServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.httpd.shutdown()
+        """Stop serving and close the socket (also when it was never started)."""
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
         self.httpd.server_close()
 
 
 class AgentServer(BackgroundHTTPServer):
     """The agent's ``/metrics`` and ``/healthz``."""
 
-    def __init__(self, agent: Agent, host: str, port: int) -> None:
-        super().__init__(type("AgentHandler", (_Handler,), {"agent": agent}), host, port)
+    def __init__(
+        self, agent: Agent, host: str, port: int, timeout: float = CONNECTION_TIMEOUT
+    ) -> None:
+        handler = type("AgentHandler", (_Handler,), {"agent": agent})
+        super().__init__(handler, host, port, timeout)

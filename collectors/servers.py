@@ -15,9 +15,15 @@ strict parsers reject (a space after the comma in label sets, histogram buckets 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import http.client
+import logging
 import math
 import re
+import socket
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +36,8 @@ from gpuslo.foundation import conventions as c
 from gpuslo.foundation.exposition import add, family
 
 from .tenants import TenantCap
+
+log = logging.getLogger(__name__)
 
 _SAMPLE = re.compile(
     r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?\s*$"
@@ -376,9 +384,76 @@ class TargetSource(Protocol):
         ...
 
 
+MAX_BYTES = 32 * 2**20  # read cap on one target's body
+
+
+class ScrapeError(Exception):
+    """A scrape that failed for a reason counted in ``gpuslo_target_scrape_errors_total``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Scrape:
+    """One scrape in flight: its connection, closed from outside at the deadline."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.socks: list[socket.socket] = []
+        self.aborted = False
+
+    def attach(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.socks.append(sock)
+            if not self.aborted:
+                return
+        _shut(sock)
+
+    def abort(self) -> None:
+        """Wake a read blocked on the connection (a trickle resets no per-read timeout)."""
+        with self.lock:
+            self.aborted = True
+            socks = list(self.socks)
+        for sock in socks:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _opener(scrape: _Scrape) -> urllib.request.OpenerDirector:
+    """urllib (proxies, redirects, TLS as before) with connections ``scrape`` can close."""
+
+    class Http(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            scrape.attach(self.sock)
+
+    class Https(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            scrape.attach(self.sock)
+
+    class HttpHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(Http, req)
+
+    class HttpsHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(Https, req, context=self._context)  # type: ignore[attr-defined]
+
+    return urllib.request.build_opener(HttpHandler, HttpsHandler)
+
+
 class ServerCollector:
-    """Scrapes every target concurrently, each with its own timeout; a slow, dead or garbled
-    target reports ``gpuslo_target_up 0`` and delays nothing else beyond the timeout."""
+    """Scrapes every target concurrently under one deadline for the whole response (connect,
+    headers, body); a slow, dead, trickling or garbled target reports ``gpuslo_target_up 0``
+    and delays nothing else beyond the deadline. A target has at most one scrape (so one
+    connection) in flight: while a stuck one lasts, later scrapes are skipped and counted. A
+    body over ``max_bytes`` or cut short of its length is reported, never exported."""
 
     name = c.COLLECTOR_SERVERS
 
@@ -389,9 +464,15 @@ class ServerCollector:
         workers: int = 32,
         discovery: TargetSource | None = None,
         tenants: TenantCap | None = None,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
+        if timeout <= 0:
+            raise ValueError("the scrape deadline must be > 0 seconds")
+        if max_bytes < 1:
+            raise ValueError("the read cap must be >= 1 byte")
         self.targets = list(targets)
         self.timeout = timeout
+        self.max_bytes = max_bytes
         self.discovery = discovery
         self.tenants = tenants
         # Threads are started lazily, up to ``workers``: one per target in flight.
@@ -399,16 +480,73 @@ class ServerCollector:
             max_workers=max(1, workers), thread_name_prefix="gpuslo-target"
         )
         self.errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, _Scrape] = {}
+        self._failures: dict[tuple[str, str], int] = {}
+        self._closed = False
 
-    def _scrape(self, target: Target) -> tuple[list[Series], float]:
+    def _run(self, target: Target, scrape: _Scrape) -> tuple[list[Series], float]:
+        try:
+            return self._scrape(target, scrape)
+        finally:
+            with self._lock:
+                if self._in_flight.get(target.url) is scrape:
+                    del self._in_flight[target.url]
+
+    def _fetch(self, target: Target, scrape: _Scrape) -> bytes:
+        started = time.monotonic()
+        try:
+            resp = _opener(scrape).open(target.url, timeout=self.timeout)
+        except urllib.error.HTTPError as err:
+            err.close()
+            raise ScrapeError("http", str(err)) from None
+        except (OSError, http.client.HTTPException) as err:
+            reason = getattr(err, "reason", err)
+            if scrape.aborted or isinstance(reason, TimeoutError):
+                raise ScrapeError("deadline", f"no answer within {self.timeout:g}s") from None
+            raise ScrapeError("connection", f"{type(reason).__name__}: {reason}") from None
+        with resp:
+            declared = resp.length  # None without Content-Length (chunked, or to close)
+            if declared is not None and declared > self.max_bytes:
+                raise ScrapeError(
+                    "too_large",
+                    f"body of {declared} bytes over the {self.max_bytes}-byte cap, not read",
+                )
+            chunks, size = [], 0
+            try:
+                while size <= self.max_bytes:
+                    chunk = resp.read(min(2**16, self.max_bytes + 1 - size))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            except (OSError, http.client.HTTPException) as err:
+                if scrape.aborted:
+                    raise ScrapeError("deadline", f"no answer within {self.timeout:g}s") from None
+                raise ScrapeError("truncated", f"body cut short: {err!r}") from None
+            if scrape.aborted or time.monotonic() - started > self.timeout:
+                raise ScrapeError("deadline", f"no answer within {self.timeout:g}s")
+            if size > self.max_bytes:
+                raise ScrapeError(
+                    "too_large", f"body over the {self.max_bytes}-byte cap, not exported"
+                )
+            if declared is not None and size < declared:
+                raise ScrapeError(
+                    "truncated", f"connection closed after {size} of {declared} bytes"
+                )
+        return b"".join(chunks)
+
+    def _scrape(self, target: Target, scrape: _Scrape | None = None) -> tuple[list[Series], float]:
         started = time.perf_counter()
-        with urllib.request.urlopen(target.url, timeout=self.timeout) as resp:
-            text = resp.read(32 * 2**20).decode("utf-8", errors="replace")
-        samples = parse_exposition(text)
+        text = self._fetch(target, scrape or _Scrape()).decode("utf-8", errors="replace")
+        try:
+            samples = parse_exposition(text)
+        except ParseError as err:
+            raise ScrapeError("parse", str(err)) from None
         adapter = next((a for a in ADAPTERS if a.server == target.server), None)
         adapter = adapter or recognise(samples)
         if adapter is None:
-            raise ParseError("no known inference server's metrics in the output")
+            raise ScrapeError("parse", "no known inference server's metrics in the output")
         extra = dict(target.labels)
         tenant = extra.get(c.LABEL_TENANT)
         if tenant and self.tenants is not None:
@@ -416,27 +554,65 @@ class ServerCollector:
         series = canonicalize(samples, adapter, extra, self.tenants)
         return series, time.perf_counter() - started
 
+    def _fail(self, url: str, reason: str, message: str) -> None:
+        key = (url, reason)
+        self._failures[key] = self._failures.get(key, 0) + 1
+        if self.errors.get(url) != message:
+            log.warning("target %s down (%s): %s", url, reason, message)
+        self.errors[url] = message
+
     def collect(self) -> list[Any]:
         targets = list(self.targets)
         if self.discovery is not None:
             targets += self.discovery.targets()
         up, duration = family(c.TARGET_UP), family(c.TARGET_SCRAPE_SECONDS)
-        futures = {t: self._pool.submit(self._scrape, t) for t in targets}
-        done, _ = concurrent.futures.wait(futures.values(), timeout=self.timeout + 0.5)
+        futures: dict[Target, concurrent.futures.Future[tuple[list[Series], float]]] = {}
+        scrapes: dict[Target, _Scrape] = {}
+        skipped: list[Target] = []
+        with self._lock:
+            closed = self._closed
+            for t in targets:
+                if t in scrapes:
+                    continue  # listed twice
+                if closed or t.url in self._in_flight:
+                    skipped.append(t)
+                    continue
+                scrapes[t] = self._in_flight[t.url] = _Scrape()
+        for t, scrape in scrapes.items():
+            futures[t] = self._pool.submit(self._run, t, scrape)
+        _, late = concurrent.futures.wait(futures.values(), timeout=self.timeout)
+        if late:
+            # The deadline: close what is still open, so no connection outlives its scrape.
+            for t, fut in futures.items():
+                if fut in late and not fut.cancel():
+                    scrapes[t].abort()
+                elif fut in late:
+                    with self._lock:
+                        self._in_flight.pop(t.url, None)
+            concurrent.futures.wait(late, timeout=0.2)  # let the aborted ones end
         families: dict[str, Any] = {}
+        for target in skipped:
+            add(up, {c.LABEL_TARGET: target.url}, 0.0)
+            if not closed:
+                self._fail(target.url, "in_flight", "the previous scrape is still in flight")
         for target, fut in futures.items():
             labels = {c.LABEL_TARGET: target.url}
-            if fut not in done:
-                self.errors[target.url] = f"no answer within {self.timeout:g}s"
+            if fut in late:
+                self._fail(target.url, "deadline", f"no answer within {self.timeout:g}s deadline")
                 add(up, labels, 0.0)
                 continue
             try:
                 series, took = fut.result()
-            except Exception as err:  # HTTP errors, refused connections, garbage
-                self.errors[target.url] = f"{type(err).__name__}: {err}"
+            except ScrapeError as err:
+                self._fail(target.url, err.reason, str(err))
                 add(up, labels, 0.0)
                 continue
-            self.errors.pop(target.url, None)
+            except Exception as err:  # anything unforeseen: down, never a partial body
+                self._fail(target.url, "connection", f"{type(err).__name__}: {err}")
+                add(up, labels, 0.0)
+                continue
+            if self.errors.pop(target.url, None) is not None:
+                log.info("target %s up again", target.url)
             add(up, labels, 1.0)
             add(duration, labels, took)
             for name, lbls, value in series:
@@ -447,13 +623,27 @@ class ServerCollector:
                         fam_name, c.CANONICAL_HELP.get(fam_name, ""), kind
                     )
                 metric.samples.append(PromSample(name, dict(lbls), value, None, None))
-        for url in set(self.errors) - {t.url for t in targets}:
+        current = {t.url for t in targets}
+        for url in set(self.errors) - current:
             del self.errors[url]  # a target that went away (a deleted pod)
+        failures = family(c.TARGET_SCRAPE_ERRORS)
+        for (url, reason), count in sorted(self._failures.items()):
+            if url not in current:
+                del self._failures[(url, reason)]
+                continue
+            add(failures, {c.LABEL_TARGET: url, c.LABEL_REASON: reason}, float(count))
         extra = self.discovery.metrics() if self.discovery is not None else []
-        return [up, duration, *families.values(), *extra]
+        counted = [failures] if failures.samples else []
+        return [up, duration, *counted, *families.values(), *extra]
 
     def close(self) -> None:
-        """Stop the scrape threads (those stuck on a hanging target end at its timeout)."""
+        """Close every connection still open and stop the scrape threads; idempotent (the
+        agent calls it first on SIGTERM, so a sampling thread waits on no target)."""
+        with self._lock:
+            self._closed = True
+            in_flight = list(self._in_flight.values())
+        for scrape in in_flight:
+            scrape.abort()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

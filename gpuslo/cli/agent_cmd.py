@@ -127,7 +127,16 @@ def add_parser(sub: Any) -> None:
         type=float,
         default=2.0,
         metavar="S",
-        help="per-target scrape timeout (default: %(default)s)",
+        help="deadline for a target's whole response: connect, headers and body; a target "
+        "slower than that (a trickle included) is down for that scrape (default: %(default)s)",
+    )
+    p.add_argument(
+        "--server-max-bytes",
+        type=int,
+        default=32 * 2**20,
+        metavar="N",
+        help="read cap on a target's body; a larger one is not exported and the target is "
+        "down with reason too_large (default: %(default)s, 32 MiB)",
     )
     p.add_argument(
         "--discover-pods",
@@ -271,11 +280,17 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
 
         if args.server_timeout <= 0:
             raise UsageError("--server-timeout: must be > 0 seconds")
+        if args.server_max_bytes < 1:
+            raise UsageError("--server-max-bytes: must be >= 1")
         targets = [_server_target(text) for text in args.server_target]
         discovery = _discovery(args) if args.discover_pods else None
         out.append(
             ServerCollector(
-                targets, timeout=args.server_timeout, discovery=discovery, tenants=tenants
+                targets,
+                timeout=args.server_timeout,
+                discovery=discovery,
+                tenants=tenants,
+                max_bytes=args.server_max_bytes,
             )
         )
     if args.otlp_listen:
@@ -391,6 +406,10 @@ def run(args: argparse.Namespace) -> int:
     # interval (Python's default is 5 ms) bounds how long a scrape waits on a busy thread
     # (bench/otlp_ingest.py measures it).
     sys.setswitchinterval(0.0005)
+    # SIGTERM (what Kubernetes sends) and Ctrl-C both end the agent cleanly, exit status 0.
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()  # signals reach only it
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
     agent.start()
     server.start()
     bound = "{}:{}".format(*server.address)
@@ -405,21 +424,34 @@ def run(args: argparse.Namespace) -> int:
         otlp.start()
         log.info("OTLP/HTTP metrics on http://%s:%s/v1/metrics", *otlp.address)
     try:
-        if args.demo_seconds is not None:
-            time.sleep(max(0.0, args.demo_seconds))
-            with urllib.request.urlopen(f"http://{bound}/metrics", timeout=5) as resp:
-                sys.stdout.write(resp.read().decode())
-        else:
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt):
+            if args.demo_seconds is not None:
+                if not stop.wait(max(0.0, args.demo_seconds)):
+                    with urllib.request.urlopen(f"http://{bound}/metrics", timeout=5) as resp:
+                        sys.stdout.write(resp.read().decode())
+            else:
                 stop.wait()
     finally:
-        if otlp is not None:
-            otlp.stop()
-        server.stop()
-        agent.stop()
+        _shutdown(agent, server, otlp, log)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _shutdown(agent: Any, server: Any, otlp: Any, log: logging.Logger) -> None:
+    """Stop serving, then sampling: within a second or two, whatever the targets do."""
+    log.info("shutting down")
+    started = time.monotonic()
+    if otlp is not None:
+        otlp.stop()
+    server.stop()
+    # Close the target scrapes first: a sampling thread waiting on a stuck target ends now,
+    # not at its deadline (the agent closes them again after joining, harmlessly).
+    for col in agent.collectors:
+        if col.name == c.COLLECTOR_SERVERS:
+            col.close()
+    agent.stop()
+    log.info("stopped in %.1fs", time.monotonic() - started)
 
 
 def _record(agent: Any, args: argparse.Namespace) -> int:

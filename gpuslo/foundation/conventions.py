@@ -501,6 +501,13 @@ CANONICAL_HELP: dict[str, str] = {
     },
 }
 
+TARGET_SCRAPE_ERRORS = _c(
+    "gpuslo_target_scrape_errors_total",
+    "Failed scrapes of the target by reason: deadline (no whole answer in time), in_flight "
+    "(skipped: the previous scrape still holds its connection), too_large (over the read cap), "
+    "truncated (cut short of its length), http, connection, parse.",
+)
+
 # --------------------------------------------------------------------------- tenants
 TENANT_OTHER = "__other__"
 TENANT_OVERFLOW = _c(
