@@ -2,7 +2,9 @@
 
 The scenario is built here: three pools (a 4-GPU-per-replica 70B model, a 1-GPU 8B model,
 a 1-GPU 7B model), six tenants with daily curves and bursts, and one of each fault kind
-spread over the week. Target (issue: digital twin): under 60 s at one-minute steps.
+spread over the week. Every node's series come from its real agent (GPU collector over the
+sim backend, InfiniBand collector over a sysfs tree), sampled once per step, so the time is
+mostly theirs. Target (issue: digital twin): under 60 s at one-minute steps.
 
     .venv/bin/python bench/twin_offline.py [--days 7] [--nodes 16] [--step 1m] \
         [--write docs/benchmarks.md]

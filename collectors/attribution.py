@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,16 @@ class PodRef:
     namespace: str
     pod: str
     container: str
+
+
+class Attributor(Protocol):
+    """What the GPU collector asks for GPU -> pod attribution: device ID (GPU or MIG UUID) ->
+    the pods holding it. ``PodResourcesAttributor`` asks the kubelet; the digital twin
+    answers from its fleet's placement."""
+
+    def holders(self) -> Mapping[str, list[PodRef]]:
+        """Device ID -> holders, now."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from prometheus_client.core import Metric
 from gpuslo.foundation import conventions as c
 from gpuslo.foundation.exposition import add, family
 
-from .attribution import PodRef, PodResourcesAttributor, process_ref
+from .attribution import Attributor, PodRef, process_ref
 from .backends.base import BackendUnavailable, DriverInfo, GpuBackend, GpuSample
 from .errors import CollectorUnavailable
 
@@ -50,7 +50,7 @@ class GpuCollector:
         self,
         backend: GpuBackend,
         hostname: str,
-        attributor: PodResourcesAttributor | None = None,
+        attributor: Attributor | None = None,
         procfs: str | Path = "/proc",
     ) -> None:
         self.backend = backend

@@ -3,6 +3,7 @@ for benchmarks: the same files, formats and 4-byte-word data counters a real HCA
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,28 +40,59 @@ class IbPort:
     hw_counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MLX5_HW_COUNTERS, 0))
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-
-
 def write_infiniband_tree(sysfs_root: str | Path, ports: Iterable[IbPort]) -> Path:
     """Create or update ``<root>/class/infiniband`` for these ports; returns the class dir."""
-    base = Path(sysfs_root) / "class" / "infiniband"
-    for p in ports:
-        dev = base / p.device
-        _write(dev / "fw_ver", "28.39.1002")
-        _write(dev / "board_id", "MT_0000000838")
-        _write(dev / "hca_type", "MT4129")
-        port = dev / "ports" / str(p.port)
-        state_id, phys_id, phys_name = _STATES[p.state]
-        _write(port / "state", f"{state_id}: {p.state}")
-        _write(port / "phys_state", f"{phys_id}: {phys_name}")
-        _write(port / "rate", f"{p.rate_gbps} Gb/sec (4X NDR)")
-        _write(port / "link_layer", p.link_layer)
-        write_counters(port / "counters", p.counters)
-        write_counters(port / "hw_counters", p.hw_counters)
-    return base
+    return InfinibandTree(sysfs_root).write(ports)
+
+
+class InfinibandTree:
+    """A ``<root>/class/infiniband`` tree kept up to date with its ports: the first ``write``
+    lays out every file, later ones rewrite only the files whose text changed (a digital twin
+    updates its ports every step). With ``atomic``, each file is replaced by a rename, so a
+    collector reading the tree meanwhile never sees half a file."""
+
+    def __init__(self, sysfs_root: str | Path, atomic: bool = True) -> None:
+        self.root = str(sysfs_root)
+        self.base = os.path.join(self.root, "class", "infiniband")
+        self._base = Path(self.base)
+        self.atomic = atomic
+        self._scratch = os.path.join(self.root, ".gpuslo-sysfs-write")
+        self._written: dict[str, str] = {}  # path -> text it holds
+        self._dirs: dict[tuple[str, int], tuple[str, str]] = {}  # port -> (device, port) dirs
+
+    def write(self, ports: Iterable[IbPort]) -> Path:
+        """Bring the tree in line with ``ports``; returns the class dir."""
+        put = self._put
+        for p in ports:
+            dirs = self._dirs.get((p.device, p.port))
+            if dirs is None:
+                dev = os.path.join(self.base, p.device)
+                dirs = self._dirs[(p.device, p.port)] = (dev, f"{dev}/ports/{p.port}")
+            dev, port = dirs
+            state_id, phys_id, phys_name = _STATES[p.state]
+            put(f"{dev}/fw_ver", "28.39.1002")
+            put(f"{dev}/board_id", "MT_0000000838")
+            put(f"{dev}/hca_type", "MT4129")
+            put(f"{port}/state", f"{state_id}: {p.state}")
+            put(f"{port}/phys_state", f"{phys_id}: {phys_name}")
+            put(f"{port}/rate", f"{p.rate_gbps} Gb/sec (4X NDR)")
+            put(f"{port}/link_layer", p.link_layer)
+            for name, value in p.counters.items():
+                put(f"{port}/counters/{name}", str(value))
+            for name, value in p.hw_counters.items():
+                put(f"{port}/hw_counters/{name}", str(value))
+        return self._base
+
+    def _put(self, path: str, text: str) -> None:
+        if self._written.get(path) == text:
+            return
+        if path not in self._written:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(self._scratch if self.atomic else path, "w") as fh:
+            fh.write(text + "\n")
+        if self.atomic:
+            os.replace(self._scratch, path)
+        self._written[path] = text
 
 
 def write_counters(directory: Path, values: Mapping[str, int]) -> None:

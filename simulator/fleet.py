@@ -29,6 +29,8 @@ TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 E2E_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 AMBIENT_C = 30.0
 THROTTLE_C = 88.0
+IB_BYTES_PER_S = 5e9  # collective traffic per InfiniBand port
+CRC_ERRORS_PER_S = 40.0  # NVLink CRC flit errors a second on a link in a CRC storm
 HEALTH = {  # capacity left on a GPU under each fault
     "thermal_throttle": 0.6,
     "nvlink_crc": 0.85,
@@ -87,6 +89,19 @@ class Gpu:
     faults: set[str] = field(default_factory=set)
     slices: list[MigSlice] = field(default_factory=list)
     crc_errors: float = 0.0  # NVLink CRC flit errors so far
+
+
+@dataclass
+class IbLink:
+    """One InfiniBand port of a node (HCA ``mlx5_<port>``): down half the time while its node's
+    link flaps, each step of the flap a link error recovery, collective traffic while up."""
+
+    node: str
+    port: int
+    down: bool = False
+    downed: int = 0  # times the link went down
+    recoveries: float = 0.0
+    sent_bytes: float = 0.0
 
 
 @dataclass
@@ -191,8 +206,12 @@ class Fleet:
             ((parse_duration(a.at), n, a) for n, a in enumerate(scenario.actions)),
             key=lambda x: (x[0], x[1]),
         )
-        self.ib_recoveries: dict[str, float] = {}  # per node/port, for the fabric exporters
-        self.ib_bytes: dict[str, float] = {}
+        self.links = [  # every node's InfiniBand ports, for the agents' fabric collectors
+            IbLink(node, port)
+            for group in scenario.nodes
+            for node in node_names_of(group)
+            for port in range(group.ib_ports)
+        ]
 
     # ------------------------------------------------------------------ control (pool API)
     def set_replicas(self, pool: str, replicas: int) -> None:
@@ -381,6 +400,19 @@ class Fleet:
         for name, state in self.pools.items():
             self._serve(state, demand[name], dt)
         self._gpu_physics(dt)
+        self._fabric(dt)
+
+    def _fabric(self, dt: float) -> None:
+        flapping = {inc.node for inc in self._active("ib_flap")}
+        for link in self.links:
+            down = link.node in flapping and int(self.t // 30) % 2 == 0
+            if down and not link.down:
+                link.downed += 1
+            link.down = down
+            if link.node in flapping:
+                link.recoveries += 1.0
+            if not down:
+                link.sent_bytes += IB_BYTES_PER_S * dt
 
     def _serve(
         self, state: PoolState, demand: dict[str, tuple[float, float, int]], dt: float
@@ -433,6 +465,8 @@ class Fleet:
     def _gpu_physics(self, dt: float) -> None:
         for gpu in self.gpus:
             p = PROFILES[gpu.profile]
+            if "nvlink_crc" in gpu.faults:  # on its first link
+                gpu.crc_errors += CRC_ERRORS_PER_S * dt
             if gpu.slices:  # a MIG GPU is as busy as its instances, by compute share
                 gpu.util = sum(mig_compute(s.profile) / 7 * s.util for s in gpu.slices)
             elif gpu.pool is None:

@@ -1,7 +1,8 @@
 """Live mode: the fleet model advanced in real time (optionally faster), with
 
-- one real agent per simulated node (the ``sim`` GPU backend, driven by the model), each on
-  its own loopback port, for Prometheus to scrape;
+- one real agent per simulated node (the ``sim`` GPU backend and a sysfs tree of the node's
+  InfiniBand ports, driven by the model: ``FleetAgents``, as offline mode records them),
+  each on its own loopback port, for Prometheus to scrape;
 - the twin's own endpoint: request telemetry of every pool (``/metrics``), and the pool API
   the remediation hook's ``twin`` actuator drives: ``GET``/``PUT /v1/pools/{ns}/{name}``
   (``{"replicas": n}``) and ``/v1/routes/{ns}/{pool}`` (``{"weights": {pool: w, fallback: w}}``).
@@ -13,20 +14,16 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from gpuslo.collectors import Agent, AgentServer, GpuCollector
-from gpuslo.collectors.backends import SimBackend
+from prometheus_client.core import Metric
+
+from gpuslo.collectors import AgentServer
+from gpuslo.foundation.exposition import render
 
 from .fleet import Fleet
-from .offline import (
-    TWIN_READY,
-    TWIN_REPLICAS,
-    Recorder,
-    attribution_series,
-    gpu_series,
-    request_series,
-)
+from .offline import FleetAgents, request_families, twin_families, workdir_for_agents
 from .scenario import Scenario
 
 
@@ -48,26 +45,20 @@ class LiveTwin:
         self.server = ThreadingHTTPServer((host, port), _handler(self))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.agents: list[tuple[str, SimBackend, Agent, AgentServer]] = []
-        self._xids_seen: dict[tuple[str, int], dict[int, int]] = {}
-        if agents:
-            nodes: dict[str, list[Any]] = {}
-            for gpu in self.fleet.gpus:
-                nodes.setdefault(gpu.node, []).append(gpu)
-            for node, gpus in nodes.items():
-                mig = [[s.profile for s in g.slices] for g in gpus] if gpus[0].slices else None
-                backend = SimBackend(count=len(gpus), profile=gpus[0].profile, node=node, mig=mig)
-                agent = Agent([GpuCollector(backend, hostname=node)], interval=1.0)
-                self.agents.append((node, backend, agent, AgentServer(agent, host, 0)))
+        self._workdir = workdir_for_agents()
+        self.nodes = FleetAgents(self.fleet, Path(self._workdir.name), interval=1.0)
+        # Without agents of their own, the nodes' series are served on the twin's endpoint.
+        self.agents = (
+            [(n.agent, AgentServer(n.agent, host, 0)) for n in self.nodes] if agents else []
+        )
         self._threads: list[threading.Thread] = []
 
     @property
     def agent_targets(self) -> list[str]:
-        return ["{}:{}".format(*srv.address) for _, _, _, srv in self.agents]
+        return ["{}:{}".format(*srv.address) for _, srv in self.agents]
 
     def start(self) -> LiveTwin:
-        self._drive_agents()
-        for _, _, agent, srv in self.agents:
+        for agent, srv in self.agents:
             agent.start()
             srv.start()
         for target in (self.server.serve_forever, self._run):
@@ -80,9 +71,10 @@ class LiveTwin:
         self._stop.set()
         self.server.shutdown()
         self.server.server_close()
-        for _, _, agent, srv in self.agents:
+        for agent, srv in self.agents:
             srv.stop()
             agent.stop()
+        self._workdir.cleanup()
 
     def _run(self) -> None:
         last = time.monotonic()
@@ -90,49 +82,19 @@ class LiveTwin:
             now = time.monotonic()
             with self._lock:
                 self.fleet.step((now - last) * self.speed)
-                self._drive_agents()
+                self.nodes.feed()
             last = now
-
-    def _drive_agents(self) -> None:
-        """Push the model's GPU state into each node's sim backend."""
-        by_node: dict[str, SimBackend] = {node: backend for node, backend, _, _ in self.agents}
-        for gpu in self.fleet.gpus:
-            backend = by_node.get(gpu.node)
-            if backend is None:
-                continue
-            backend.set_load(gpu.index, gpu.util)
-            backend.set_lost(gpu.index, gpu.lost)
-            backend.set_thermal_throttle(gpu.index, "thermal_throttle" in gpu.faults)
-            seen = self._xids_seen.setdefault((gpu.node, gpu.index), {})
-            for xid, count in gpu.xids.items():
-                for _ in range(count - seen.get(xid, 0)):
-                    backend.inject_xid(gpu.index, xid)
-                seen[xid] = count
 
     # ------------------------------------------------------------------ endpoints
     def metrics(self) -> str:
-        rec = Recorder()
+        """The twin's own endpoint: request telemetry, replica pods and pools (and, without
+        agents of their own, every node's series, sampled now)."""
         with self._lock:
-            for (pool, tenant), tot in self.fleet.totals.items():
-                request_series(rec, pool, tenant, tot)
-            for name, state in self.fleet.pools.items():
-                labels = {"pool": name, "namespace": state.spec.namespace}
-                rec.add(TWIN_REPLICAS, TWIN_REPLICAS, labels, len(state.replicas))
-                ready = sum(1 for r in state.replicas if r.ready_at <= self.fleet.t)
-                rec.add(TWIN_READY, TWIN_READY, labels, ready)
-            # Placement, as the agents' kubelet attribution and kube-state-metrics would give
-            # it (the simulated agents have no kubelet to ask).
-            attribution_series(rec, self.fleet)
+            families = request_families(self.fleet) + twin_families(self.fleet)
             if not self.agents:
-                gpu_series(rec, self.fleet)
-        lines = []
-        for family, series in rec.families.items():
-            kind = {"gen_ai_server_requests": "counter", "gen_ai_server_token_usage": "counter"}
-            if family in kind:
-                lines.append(f"# TYPE {family}_total {kind[family]}")
-            for key, values in series.items():
-                lines.append(f"{key} {values[-1]:.6g}")
-        return "\n".join(lines) + "\n"
+                self.nodes.sample()
+                families += _merged([f for node in self.nodes for f in node.families()])
+        return render(families, openmetrics=False)
 
     def pool(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -168,6 +130,17 @@ class LiveTwin:
         with self._lock:
             self.fleet.set_fallback_share(name, 100 * weights.get(fb.name, 0) / total)
         return self.route(name)
+
+
+def _merged(families: list[Metric]) -> list[Metric]:
+    """Families of the same name (one per node) as one, in order of first appearance."""
+    out: dict[str, Metric] = {}
+    for fam in families:
+        into = out.get(fam.name)
+        if into is None:
+            into = out[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+        into.samples += fam.samples
+    return list(out.values())
 
 
 def _handler(twin: LiveTwin) -> type[BaseHTTPRequestHandler]:

@@ -84,12 +84,16 @@ class SimBackend:
         node: str = "sim-node-0",
         clock: Callable[[], float] = time.monotonic,
         mig: Sequence[Sequence[str]] | None = None,
+        throttle_temp_c: float | None = _THROTTLE_TEMP_C,
     ) -> None:
+        """``throttle_temp_c``: the temperature at which a GPU clocks itself down; None for
+        none, so only ``set_thermal_throttle`` throttles (the twin, whose model decides)."""
         if profile not in PROFILES:
             raise ValueError(f"unknown GPU profile {profile!r}; choose from {sorted(PROFILES)}")
         if count < 0:
             raise ValueError("GPU count must be >= 0")
         self._clock = clock
+        self._throttle_temp = math.inf if throttle_temp_c is None else throttle_temp_c
         self._lock = threading.Lock()
         self._events: list[XidEvent] = []
         spec = PROFILES[profile]
@@ -188,7 +192,7 @@ class SimBackend:
         if gpu.lost:
             return GpuSample(gpu.identity, lost=True, error="GPU is lost")
         p = gpu.profile
-        throttled = gpu.forced_thermal or gpu.temperature >= _THROTTLE_TEMP_C
+        throttled = gpu.forced_thermal or gpu.temperature >= self._throttle_temp
         clock_factor = 0.6 if throttled else 1.0
         power = p.idle_watts + (p.tdp_watts - p.idle_watts) * gpu.load * clock_factor
         # First-order thermal model: settles at ambient + 80 C at TDP, time constant 30 s.
@@ -275,11 +279,16 @@ class SimBackend:
                     gpu_instance_id=i + 1,
                     compute_instance_id=0,
                     profile=profile,
-                    uuid=f"MIG-{gpu.identity.uuid[4:]}-{i}",
+                    uuid=mig_uuid(gpu.identity.uuid, i),
                     fields={c.DCGM_FB_USED.name: round(used), c.DCGM_FB_FREE.name: total - used},
                 )
             )
         return tuple(out)
+
+
+def mig_uuid(gpu_uuid: str, instance: int) -> str:
+    """The UUID of a GPU's MIG instance, by position (``GPU_I_ID`` is ``instance + 1``)."""
+    return f"MIG-{gpu_uuid[4:]}-{instance}"
 
 
 def gpu_uuid(node: str, index: int) -> str:

@@ -1,4 +1,5 @@
-"""Render metric families as Prometheus text (0.0.4) or OpenMetrics 1.0.
+"""Render metric families as Prometheus text (0.0.4) or OpenMetrics 1.0, and write families
+sampled over time as timestamped OpenMetrics history (``History``).
 
 Families are prometheus_client ``Metric`` objects. We render them ourselves because
 prometheus_client's text encoder appends ``_total`` to counter HELP/TYPE lines, which would
@@ -9,7 +10,9 @@ dashboards the naming contract promises to keep working.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping
+from typing import TextIO
 
 from prometheus_client.core import Metric, Sample
 
@@ -29,10 +32,17 @@ def family(spec: MetricSpec) -> Metric:
     return Metric(name, spec.help, spec.type)
 
 
-def add(metric: Metric, labels: dict[str, str], value: float) -> None:
-    """Append one sample under the family's sample name (``_info`` for info metrics)."""
-    name = metric.name + "_info" if metric.type == "info" else metric.name
-    metric.samples.append(Sample(name, labels, value, None, None))
+# Sample(name, labels, value) without the NamedTuple's keyword handling, its other fields
+# (timestamp, exemplar, ...) None: the agents build thousands of samples a second.
+_new_sample = tuple.__new__
+_SAMPLE_REST = (None,) * (len(Sample._fields) - 3)
+
+
+def add(metric: Metric, labels: dict[str, str], value: float, suffix: str = "") -> None:
+    """Append one sample under the family's sample name (``_info`` for info metrics; a
+    histogram's ``_bucket``, ``_count`` and ``_sum`` samples name their ``suffix``)."""
+    name = metric.name + "_info" if metric.type == "info" else metric.name + suffix
+    metric.samples.append(_new_sample(Sample, (name, labels, value, *_SAMPLE_REST)))
 
 
 def wants_openmetrics(accept: str | None) -> bool:
@@ -90,12 +100,118 @@ def _escape_help(text: str) -> str:
 
 def format_value(value: float) -> str:
     """A sample value as Prometheus writes it: integers without a fraction, +Inf, NaN."""
-    if value == math.inf:
+    v = float(value)
+    if v.is_integer():  # never true for infinities and NaN
+        return str(int(v)) if -1e15 < v < 1e15 else repr(v)
+    if v == math.inf:
         return "+Inf"
-    if value == -math.inf:
+    if v == -math.inf:
         return "-Inf"
-    if math.isnan(value):
+    if math.isnan(v):
         return "NaN"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+    return repr(v)
+
+
+# OpenMetrics family types the history writes as they are; histograms and summaries are split
+# into their plain series, anything else is "unknown".
+_HISTORY_TYPES = frozenset({"gauge", "counter", "info", "stateset", "unknown"})
+_SPLIT_TYPES = frozenset({"histogram", "gaugehistogram", "summary"})
+_SeriesKey = tuple[str, tuple[str, ...], tuple[str, ...]]  # sample name, label names, values
+
+
+class _Family:
+    __slots__ = ("help", "name", "series", "type")
+
+    def __init__(self, name: str, typ: str, help_: str) -> None:
+        self.name, self.type, self.help = name, typ, help_
+        # series -> (values, index of each value's timestamp)
+        self.series: dict[_SeriesKey, tuple[array[float], array[int]]] = {}
+
+
+class History:
+    """Families sampled over time, written as one OpenMetrics text with a timestamp (in
+    seconds) on every sample: what ``promtool tsdb create-blocks-from openmetrics`` reads.
+
+    ``add`` takes each step's families; ``write`` puts each family's series together under
+    its ``# HELP`` and ``# TYPE`` lines and each series' samples in time order, each at its
+    own timestamp, so a series may appear late or come and go (a pod's replica, an XID
+    counter). Histograms and summaries are written as their plain ``_bucket``, ``_count`` and
+    ``_sum`` series (untyped families): the history lays out series over time rather than a
+    histogram's points, and Prometheus stores both the same. Label values are escaped.
+    Samples are kept in compact arrays until written."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+        self._times: list[float] = []
+
+    @property
+    def series(self) -> int:
+        """Distinct series seen so far."""
+        return sum(len(f.series) for f in self._families.values())
+
+    def _family(self, metric: Metric, sample_name: str) -> _Family:
+        typ = metric.type
+        if typ in _SPLIT_TYPES:
+            key, name, typ = sample_name, sample_name, "unknown"
+        else:
+            key = name = metric.name
+            if typ == "counter":
+                if sample_name.endswith("_total"):
+                    name = sample_name.removesuffix("_total")
+                else:
+                    typ = "unknown"  # an OpenMetrics counter needs _total samples
+            elif typ not in _HISTORY_TYPES:
+                typ = "unknown"
+        fam = self._families.get(key)
+        if fam is None:
+            fam = self._families[key] = _Family(name, typ, metric.documentation)
+        return fam
+
+    def add(self, families: Iterable[Metric], timestamp: float) -> None:
+        """Record every sample of the families at ``timestamp`` (steps in time order)."""
+        times = self._times
+        if not times or times[-1] != timestamp:
+            times.append(timestamp)
+        at = len(times) - 1
+        known = self._families
+        for metric in families:
+            samples = metric.samples
+            if not samples:
+                continue
+            split = metric.type in _SPLIT_TYPES
+            fam = None if split else known.get(metric.name)
+            for s in samples:
+                if fam is None or split:
+                    fam = known.get(s.name) if split else None
+                    fam = fam or self._family(metric, s.name)
+                labels = s.labels
+                key = (s.name, tuple(labels), tuple(labels.values()))
+                rec = fam.series.get(key)
+                if rec is None:
+                    rec = fam.series[key] = (array("d"), array("I"))
+                rec[0].append(s.value)
+                rec[1].append(at)
+
+    def write(self, out: TextIO) -> int:
+        """Write the OpenMetrics text, ``# EOF`` last; returns the samples written."""
+        stamps = [format_value(t) for t in self._times]
+        fmt = format_value
+        written = 0
+        for fam in self._families.values():
+            if not fam.series:
+                continue
+            if fam.help:
+                out.write(f"# HELP {fam.name} {_escape_label(fam.help)}\n")
+            out.write(f"# TYPE {fam.name} {fam.type}\n")
+            for (name, keys, values_of), (values, ats) in fam.series.items():
+                head = f"{name}{_labels(dict(zip(keys, values_of, strict=True)))} "
+                # Integral values (most of them) without a call to format_value.
+                lines = [
+                    f"{head}{int(v) if v.is_integer() and -1e15 < v < 1e15 else fmt(v)} "
+                    f"{stamps[i]}\n"
+                    for v, i in zip(values, ats, strict=True)
+                ]
+                out.write("".join(lines))
+                written += len(values)
+        out.write("# EOF\n")
+        return written

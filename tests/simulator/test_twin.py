@@ -5,19 +5,24 @@ hook's twin actuator."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
+from gpuslo.collectors import Agent, GpuCollector
+from gpuslo.collectors.backends import SimBackend
 from gpuslo.foundation.errors import SpecError
 from gpuslo.foundation.promlab import Prometheus
 from gpuslo.remediation.actuators import TwinActuator
 from gpuslo.remediation.policy import Route, Workload
 from gpuslo.simulator.fleet import Fleet
 from gpuslo.simulator.live import LiveTwin
-from gpuslo.simulator.offline import run_offline
+from gpuslo.simulator.offline import FleetAgents, run_offline
 from gpuslo.simulator.scenario import load_scenario
 from tests.conftest import run_gpuslo
 
@@ -115,6 +120,7 @@ def test_scaling_adds_capacity_only_after_the_cold_start():
     assert len(pool.replicas) == 4
 
 
+@pytest.mark.component
 def test_offline_history_is_deterministic_and_a_real_prometheus_reads_the_fault(tmp_path):
     scenario = load_scenario(SCENARIOS / "traffic-spike.yaml")
     start = 1_795_000_000
@@ -236,3 +242,115 @@ def test_mig_replicas_run_on_instances_and_a_neighbour_cannot_touch_them(tmp_pat
     )
     with pytest.raises(SpecError, match=r"5 replicas need 5 3g\.40gb instances; the nodes have 4"):
         load_scenario(bad)
+
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+) (\S+)$")
+_LABEL = re.compile(r'([A-Za-z_]\w*)="((?:[^"\\]|\\.)*)"')
+
+
+def _history_at(path: Path, at: float) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The samples of an OpenMetrics history at one timestamp: (name, labels) -> value."""
+    out = {}
+    with path.open() as fh:
+        for line in fh:
+            m = _SAMPLE.match(line)
+            if m is None or float(m.group(4)) != at:
+                continue
+            labels = frozenset(_LABEL.findall(m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def _gpu_samples(samples, node: str):
+    """The GPU collector's samples of one node: the series that name a GPU (UUID label)."""
+    return {
+        key: v
+        for key, v in samples.items()
+        if dict(key[1]).get("UUID") and dict(key[1]).get("Hostname") == node
+    }
+
+
+def test_offline_history_holds_the_agents_own_gpu_series(tmp_path):
+    """The history's GPU series of a node at a step are what that node's real agent (a
+    GpuCollector over the sim backend, fed from the fleet) renders at that step: names, label
+    sets and values, all of them without a keep list, the kept families with the default."""
+    scenario = load_scenario(SCENARIOS / "noisy-neighbour.yaml")  # MIG and a noisy neighbour
+    start, dt, steps = 1_795_000_000, 60.0, 40  # 40 min: the neighbour is on the GPUs
+    run_offline(scenario, tmp_path / "all", start, step=dt, families=None)
+    run_offline(scenario, tmp_path / "kept", start, step=dt)
+    fleet = Fleet(scenario)
+    with TemporaryDirectory() as workdir:
+        agents = FleetAgents(fleet, Path(workdir), agent_clock=lambda: fleet.t)
+        for _ in range(steps):
+            fleet.step(dt)
+            agents.feed()
+            agents.sample()
+        rendered = {n.name: n.agent.render(openmetrics=True) for n in agents}
+        node = next(iter(agents))
+        assert isinstance(node.agent, Agent) and isinstance(node.backend, SimBackend)
+        assert isinstance(node.agent.collectors[0], GpuCollector)
+    at = start + steps * dt
+    everything = _history_at(tmp_path / "all" / "history.om", at)
+    kept = _history_at(tmp_path / "kept" / "history.om", at)
+    for name, text in rendered.items():
+        agent = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for fam in parse_om(text)
+            for s in fam.samples
+        }
+        gpu = _gpu_samples(agent, name)
+        assert len(gpu) > 100 and _gpu_samples(everything, name) == gpu
+        kept_names = {n for n, _ in _gpu_samples(kept, name)}
+        assert _gpu_samples(kept, name) == {k: v for k, v in gpu.items() if k[0] in kept_names}
+    assert kept_names == {
+        "gpuslo_gpu_up",
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "gpuslo_gpu_throttle_seconds_total",
+        "gpuslo_gpu_nvlink_crc_flit_errors_total",
+        "gpuslo_gpu_pod_info",
+    }
+    # The kubelet's answer comes from the fleet's placement: each MIG instance's replica pod.
+    mig_pods = {
+        (d["GPU_I_ID"], d["pod"])
+        for (n, labels), _ in kept.items()
+        if n == "gpuslo_gpu_pod_info" and (d := dict(labels)).get("GPU_I_ID")
+    }
+    assert mig_pods == {("1", "phi-3-mig-0"), ("2", "phi-3-mig-1"), ("1", "phi-3-mig-2"),
+                        ("2", "phi-3-mig-3")}  # fmt: skip
+
+
+def test_offline_fabric_series_come_from_the_agents_infiniband_collector(tmp_path):
+    scenario = load_scenario(SCENARIOS / "fabric-degradation.yaml")  # 15 s steps
+    start = 1_795_000_000
+    run_offline(scenario, tmp_path, start)
+    port = frozenset({"device": "mlx5_2", "port": "1", "Hostname": "gpu-node-01"}.items())
+    state, recoveries, sent = (
+        f"node_infiniband_{s}"
+        for s in ("state_id", "link_error_recovery_total", "port_data_transmitted_bytes_total")
+    )
+    history = tmp_path / "history.om"
+    before = _history_at(history, start + 30 * 60 - 15)
+    down = _history_at(history, start + 30 * 60)  # the flap: down half of each minute
+    up = _history_at(history, start + 30 * 60 + 30)
+    assert before[(state, port)] == 4 and before[(recoveries, port)] == 0
+    assert down[(state, port)] == 1 and up[(state, port)] == 4
+    assert up[(recoveries, port)] == 3  # one a step while the link flaps
+    # sysfs counts data in 4-byte words; the collector reports bytes: 5 GB/s while up
+    assert before[(sent, port)] == (30 * 60 - 15) * 5e9 == down[(sent, port)]
+    other = frozenset({"device": "mlx5_2", "port": "1", "Hostname": "gpu-node-00"}.items())
+    assert down[(state, other)] == 4
+    # The CRC storm on gpu-node-02 GPU 5 (from 70m, 40 errors/s on link 0), through the sim
+    # backend's NVLink counters: at 80m, 41 steps of 15 s
+    storm = _history_at(history, start + 80 * 60)
+    crc = {
+        dict(labels)["link"]: v
+        for (n, labels), v in storm.items()
+        if n == "gpuslo_gpu_nvlink_crc_flit_errors_total"
+        and ("Hostname", "gpu-node-02") in labels
+        and ("gpu", "5") in labels
+    }
+    assert len(crc) == 18 and crc["0"] == 40 * 41 * 15 and sum(crc.values()) == crc["0"]
