@@ -33,7 +33,7 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample as PromSample
 
 from gpuslo.foundation import conventions as c
-from gpuslo.foundation.exposition import add, family
+from gpuslo.foundation.exposition import add, family, sample_line
 
 from .tenants import TenantCap
 
@@ -355,11 +355,7 @@ def _le(text: str, unit: float = 1.0) -> str | None:
 
 def render(series: list[Series]) -> str:
     """Text exposition of canonical series (no HELP/TYPE: for goldens and debugging)."""
-    lines = []
-    for name, labels, value in series:
-        body = ",".join(f'{k}="{v}"' for k, v in labels)
-        lines.append(f"{name}{{{body}}} {value:g}")
-    return "\n".join(lines) + "\n"
+    return "".join(sample_line(name, dict(labels), value) + "\n" for name, labels, value in series)
 
 
 # --------------------------------------------------------------------------- the collector

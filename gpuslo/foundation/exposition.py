@@ -79,6 +79,11 @@ def render(families: Iterable[Metric], openmetrics: bool) -> str:
     return "".join(out)
 
 
+def sample_line(name: str, labels: Mapping[str, str], value: float) -> str:
+    """One sample as an exposition line (label values escaped), without its newline."""
+    return f"{name}{_labels(labels)} {format_value(value)}"
+
+
 def _labels(labels: Mapping[str, str]) -> str:
     if not labels:
         return ""
