@@ -314,7 +314,9 @@ def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.1)
 
 
-def promtool_ok(text: str) -> bool:
+def promtool_problem(text: str) -> str:
+    """promtool's parse error for the exposition, or "" when it parses (exit 0, or 3 for its
+    naming lints only)."""
     out = subprocess.run(
         [shutil.which("promtool") or "promtool", "check", "metrics"],
         input=text,
@@ -322,7 +324,9 @@ def promtool_ok(text: str) -> bool:
         text=True,
         timeout=60,
     )
-    return out.returncode in (0, 3) and "error while linting" not in out.stderr
+    if out.returncode in (0, 3) and "error while linting" not in out.stderr:
+        return ""
+    return next((ln for ln in out.stderr.splitlines() if "error" in ln), out.stderr[:200])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=targets.serve_forever, daemon=True).start()
     tport = targets.server_address[1]
     statuses: Counter[str] = Counter()
-    rounds, failures, max_agent, max_hook, sent = 0, [], 0.0, 0.0, 0
+    rounds, failures, max_agent, max_hook, sent, unparsed = 0, [], 0.0, 0.0, 0, 0
     with tempfile.TemporaryDirectory(prefix="gpuslo-soak-") as tmp:
         policy, journal_path = Path(tmp) / "policy.yaml", Path(tmp) / "journal.db"
         policy.write_text(POLICY)
@@ -379,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
                 with urllib.request.urlopen(f"http://127.0.0.1:{aport}/metrics", timeout=15) as r:
                     scrape = r.read().decode()
                 rounds += 1
-                if not promtool_ok(scrape):
-                    failures.append(f"round {rounds}: /metrics does not parse")
+                if problem := promtool_problem(scrape):
+                    unparsed += 1
+                    if unparsed == 1:
+                        failures.append(f"/metrics does not parse from round {rounds}: {problem}")
                 if 'gpuslo_target_up{target="http://127.0.0.1:' not in scrape:
                     failures.append(f"round {rounds}: no target series")
                 max_agent = max(max_agent, pa.memory_info().rss / 2**20)
@@ -434,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             "| rounds | /metrics parsed by promtool | agent RSS max (MiB) | hook RSS max (MiB) "
             "| 5xx | unanswered | valid alerts | lost | doubled |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {rounds} | {rounds - sum('parse' in f for f in failures)}/{rounds} "
+            f"| {rounds} | {rounds - unparsed}/{rounds} "
             f"| {max_agent:.0f} | {max_hook:.0f} | {server_errors} | {unanswered} | {sent} "
             f"| {lost} | {doubled} |",
             "",

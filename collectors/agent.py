@@ -6,6 +6,7 @@ snapshot and cached) with a few self-metrics computed at scrape time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -50,6 +51,11 @@ class Snapshot:
     error: str | None = None
     _rendered: dict[bool, str] = field(default_factory=dict, repr=False)
 
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        """The names of the families that have samples."""
+        return frozenset(m.name for m in self.families if m.samples)
+
     def text(self, openmetrics: bool) -> str:
         """Exposition text of the families, rendered once per format."""
         cached = self._rendered.get(openmetrics)
@@ -57,6 +63,16 @@ class Snapshot:
             cached = render(self.families, openmetrics)
             self._rendered[openmetrics] = cached
         return cached
+
+
+def _shared_names(snaps: Sequence[Snapshot]) -> frozenset[str]:
+    """Family names that more than one snapshot serves."""
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for snap in snaps:
+        shared |= seen & snap.names
+        seen |= snap.names
+    return frozenset(shared)
 
 
 def _same(a: tuple[Metric, ...], b: tuple[Metric, ...]) -> bool:
@@ -251,11 +267,26 @@ class Agent:
     def render(self, openmetrics: bool = False) -> str:
         """The whole scrape: every collector's latest snapshot plus self-metrics."""
         self._formats_wanted.add(openmetrics)
-        parts = [
-            snap.text(openmetrics)
-            for col in self.collectors
-            if (snap := self._snapshots.get(col.name)) is not None
-        ]
+        snaps = [s for col in self.collectors if (s := self._snapshots.get(col.name)) is not None]
+        shared = _shared_names(snaps)
+        if not shared:  # the usual case: each collector's cached text as it is
+            parts = [snap.text(openmetrics) for snap in snaps]
+        else:
+            # Two collectors serve one family (a server target's and OTLP's canonical request
+            # series): one HELP/TYPE block holding both's samples, or the scrape is invalid.
+            parts, merged = [], dict[str, Metric]()
+            for snap in snaps:
+                if snap.names.isdisjoint(shared):
+                    parts.append(snap.text(openmetrics))
+                    continue
+                parts.append(
+                    render([m for m in snap.families if m.name not in shared], openmetrics)
+                )
+                for m in snap.families:
+                    if m.name in shared:
+                        into = merged.setdefault(m.name, Metric(m.name, m.documentation, m.type))
+                        into.samples.extend(m.samples)
+            parts.append(render(merged.values(), openmetrics))
         parts.append(render(self.self_metrics(), openmetrics))
         if openmetrics:
             parts.append("# EOF\n")

@@ -184,3 +184,38 @@ def test_healthz_reports_each_collector_and_unknown_paths_are_404(served):
     with pytest.raises(urllib.error.HTTPError) as err:
         get(base + "/nope")
     assert err.value.code == 404
+
+
+class SameFamily:
+    """Serves the canonical request counter, as the server and OTLP collectors both do."""
+
+    def __init__(self, name, server):
+        self.name, self.server = name, server
+
+    def collect(self):
+        fam = family(c.MetricSpec(c.REQUESTS_TOTAL, "counter", "Requests by outcome."))
+        add(fam, {"server": self.server, "outcome": "success"}, 3)
+        other = family(c.MetricSpec(f"test_{self.name}_only", "gauge", "One collector's own."))
+        add(other, {}, 1)
+        return [fam, other]
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_a_family_two_collectors_serve_is_one_block_in_the_scrape(openmetrics):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+    from prometheus_client.parser import text_string_to_metric_families as text
+
+    agent = Agent([SameFamily("servers", "vllm"), SameFamily("otlp", "otlp")])
+    agent.sample_all()
+    out = agent.render(openmetrics=openmetrics)
+    families = list((om if openmetrics else text)(out))  # both parsers refuse a second block
+    name = c.REQUESTS_TOTAL.removesuffix("_total")
+    requests = [f for f in families if f.name in (name, c.REQUESTS_TOTAL)]
+    assert len(requests) == 1
+    assert sorted(
+        s.labels["server"] for s in requests[0].samples if s.name == c.REQUESTS_TOTAL
+    ) == [
+        "otlp",
+        "vllm",
+    ]
+    assert out.count("# TYPE test_servers_only ") == 1 and out.count("# TYPE test_otlp_only ") == 1
