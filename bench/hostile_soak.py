@@ -51,19 +51,11 @@ from bench.results import write_block
 from gpuslo.foundation.promlab import free_port
 from gpuslo.remediation.journal import Journal
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from webhook_load import POLICY
+
 ROOT = Path(__file__).resolve().parents[1]
 VLLM = ROOT / "tests" / "collectors" / "fixtures" / "servers" / "vllm_v1_metrics.prom"
-POLICY = """\
-apiVersion: gpuslo/v1
-kind: RemediationPolicy
-settings: {rate_limit: {max: 1000000, per: 1h}}
-policies:
-  - name: record-every-page
-    match: {severity: page}
-    action: {notify_only: {}}
-    cooldown: 0s
-    rate_limit: {max: 1000000, per: 1h}
-"""
 RSS_LIMIT_MIB = 200
 
 
