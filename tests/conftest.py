@@ -17,6 +17,17 @@ from gpuslo.foundation.promlab import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
+# A one-price catalog (every node H100 on demand, CPU pods at list price) for component tests.
+H100_CATALOG = """\
+apiVersion: gpuslo/v1
+kind: PriceCatalog
+as_of: "2026-05-18"
+gpus:
+  H100: {on-demand: 2.95}
+nodes:
+  - {match: ".*", gpu: H100, class: on-demand}
+cpu: {per_vcpu_hour: 0.012, per_gib_hour: 0.0032}
+"""
 SYSFS = FIXTURES / "sysfs"
 
 

@@ -22,7 +22,7 @@ from gpuslo.foundation.durations import format_range
 from gpuslo.foundation.promlab import Prometheus
 from gpuslo.simulator.offline import run_offline
 from gpuslo.simulator.scenario import load_scenario
-from tests.conftest import run_gpuslo
+from tests.conftest import H100_CATALOG, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = """\
@@ -153,16 +153,6 @@ def test_cost_cli_errors_are_one_line(tmp_path):
     assert proc.returncode == 2 and "no such file" in proc.stderr
 
 
-FALLBACK_CATALOG = """\
-apiVersion: gpuslo/v1
-kind: PriceCatalog
-as_of: "2026-05-18"
-gpus:
-  H100: {on-demand: 2.95}
-nodes:
-  - {match: ".*", gpu: H100, class: on-demand}
-cpu: {per_vcpu_hour: 0.012, per_gib_hour: 0.0032}
-"""
 COST_SLO = """\
 apiVersion: gpuslo/v1
 kind: SLOs
@@ -195,7 +185,7 @@ def test_a_cost_slo_burns_when_traffic_falls_back_and_the_backtest_shows_why(tmp
         "1790000000",
     )
     assert proc.returncode == 0, proc.stderr
-    (tmp_path / "catalog.yaml").write_text(FALLBACK_CATALOG)
+    (tmp_path / "catalog.yaml").write_text(H100_CATALOG)
     (tmp_path / "slos.yaml").write_text(COST_SLO)
     (tmp_path / "windows.yaml").write_text(COST_WINDOWS)
     proc = run_gpuslo("cost", "rules", str(tmp_path / "catalog.yaml"), "-o", str(tmp_path))

@@ -16,7 +16,7 @@ from gpuslo.foundation.promlab import Prometheus
 from gpuslo.simulator.offline import run_offline
 from gpuslo.simulator.scenario import load_scenario
 from gpuslo.slo_engine import load_specs, rule_groups
-from tests.conftest import run_gpuslo
+from tests.conftest import H100_CATALOG, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[2]
 START = 1_790_000_000.0
@@ -43,16 +43,6 @@ version: 1
 tiers:
   - {name: page-fast, severity: page, budget_fraction: 0.05, long_window: 5m, short_window: 1m}
   - {name: ticket-slow, severity: ticket, budget_fraction: 0.2, long_window: 30m, short_window: 5m}
-"""
-CATALOG = """\
-apiVersion: gpuslo/v1
-kind: PriceCatalog
-as_of: "2026-05-18"
-gpus:
-  H100: {on-demand: 2.95}
-nodes:
-  - {match: ".*", gpu: H100, class: on-demand}
-cpu: {per_vcpu_hour: 0.012, per_gib_hour: 0.0032}
 """
 SCENARIO = """\
 apiVersion: gpuslo/v1
@@ -105,7 +95,7 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboards")
     (tmp / "slos.yaml").write_text(SLOS)
     (tmp / "windows.yaml").write_text(WINDOWS)
-    (tmp / "catalog.yaml").write_text(CATALOG)
+    (tmp / "catalog.yaml").write_text(H100_CATALOG)
     slos, _ = load_specs([tmp / "slos.yaml"])
     # Everything a panel shows happens at least once: a traffic spike (latency pages), an
     # XID, a link flap, and traffic shifted to the fallback (the cost SLO burns).
