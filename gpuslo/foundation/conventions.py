@@ -39,6 +39,7 @@ LABEL_PCI_BUS_ID = "pci_bus_id"
 LABEL_DEVICE = "device"
 LABEL_MODEL_NAME = "modelName"
 LABEL_HOSTNAME = "Hostname"
+LABEL_HOSTNAME_CURRENT = "hostname"  # dcgm-exporter 4.8.3 and later
 LABEL_POD = "pod"
 LABEL_NAMESPACE = "namespace"
 LABEL_CONTAINER = "container"
@@ -188,6 +189,82 @@ GPU_FIELDS: tuple[MetricSpec, ...] = (
 GPU_FIELD_NAMES: frozenset[str] = frozenset(spec.name for spec in GPU_FIELDS)
 # MIG instances report the memory fields under the same names, with GPU_I_* labels added.
 MIG_FIELDS: tuple[MetricSpec, ...] = (DCGM_FB_FREE, DCGM_FB_USED)
+
+# --------------------------------------------------------------------------- GPU naming generations
+# dcgm-exporter serves two generations of names: "legacy" (up to 4.8.x: DCGM 3 field names in
+# their historic units, host label ``Hostname`` before 4.8.3) and "current" (4.9.0 and later:
+# DCGM 4.7's names in base units, host label ``hostname``). Everything that reads or writes a
+# GPU series asks a ``GpuNaming`` for the name, the host label and the unit factor. The
+# ``DCGM_*`` constants above are the legacy spelling and the key every backend reports by.
+DcgmGeneration = Literal["legacy", "current"]
+DCGM_GENERATIONS: tuple[str, ...] = ("legacy", "current")
+DEFAULT_DCGM_GENERATION: DcgmGeneration = "legacy"
+
+
+@dataclass(frozen=True)
+class CurrentName:
+    """A field's DCGM-4 spelling: its name, the factor from the legacy unit, and the source."""
+
+    name: str
+    factor: float = 1.0  # value in the current unit = legacy value * factor
+    unit: str = ""
+    source: str = ""
+
+
+# legacy field name -> its "current" spelling. Fields absent here keep their legacy name.
+DCGM_CURRENT_NAMES: dict[str, CurrentName] = {}
+
+
+@dataclass(frozen=True)
+class GpuNaming:
+    """How one dcgm-exporter generation spells GPU series (names, units, host label)."""
+
+    generation: DcgmGeneration
+
+    @property
+    def host_label(self) -> str:
+        return LABEL_HOSTNAME if self.generation == "legacy" else LABEL_HOSTNAME_CURRENT
+
+    def name(self, field: MetricSpec) -> str:
+        """The exported name of a (legacy-keyed) GPU field in this generation."""
+        if self.generation == "legacy":
+            return field.name
+        cur = DCGM_CURRENT_NAMES.get(field.name)
+        return cur.name if cur else field.name
+
+    def factor(self, field: MetricSpec) -> float:
+        """Multiply a legacy-unit value by this to get the value this generation exports."""
+        if self.generation == "legacy":
+            return 1.0
+        cur = DCGM_CURRENT_NAMES.get(field.name)
+        return cur.factor if cur else 1.0
+
+    def spec(self, field: MetricSpec) -> MetricSpec:
+        """The field as this generation exports it (name, type, help)."""
+        if self.generation == "legacy":
+            return field
+        cur = DCGM_CURRENT_NAMES.get(field.name)
+        if cur is None:
+            return field
+        return MetricSpec(
+            cur.name, field.type, field.help if not cur.unit else _unit_help(field.help, cur.unit)
+        )
+
+
+def _unit_help(help_: str, unit: str) -> str:
+    head = help_.split(" (in ")[0].rstrip(".")
+    return f"{head} (in {unit})."
+
+
+def gpu_naming(generation: str = DEFAULT_DCGM_GENERATION) -> GpuNaming:
+    """The naming of one generation; a clear ValueError for an unknown one."""
+    if generation not in DCGM_GENERATIONS:
+        raise ValueError(
+            f"unknown dcgm-exporter naming {generation!r}: "
+            f"choose one of {', '.join(DCGM_GENERATIONS)}"
+        )
+    return GpuNaming(generation)  # type: ignore[arg-type]
+
 
 # --------------------------------------------------------------------------- GPU (gpuslo)
 GPU_UP = _g("gpuslo_gpu_up", "1 if the GPU answered its last sample, 0 if it is lost or failing.")
