@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "gpuslo.alerts": {"gpuslo.foundation", "gpuslo.slo_engine"},
     "gpuslo.dashboards": {"gpuslo.foundation", "gpuslo.slo_engine", "gpuslo.cost_model"},
     "gpuslo.remediation": {"gpuslo.foundation", "gpuslo.slo_engine"},
+    "gpuslo.tenants": {"gpuslo.foundation", "gpuslo.slo_engine", "gpuslo.cost_model"},
 }
 ALLOWED["gpuslo.cli"] = set(ALLOWED) - {"gpuslo.cli"}
 ALLOWED["gpuslo.__main__"] = {"gpuslo.cli"}
