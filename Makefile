@@ -32,7 +32,7 @@ test: setup
 
 # The folders are the subpackages of gpuslo (pyproject's package-dir); mypy names modules by
 # path, so it reads them through a tree of links laid out as the installed wheel is.
-FOLDERS := collectors slo_engine cost_model drift dashboards alerts runbooks remediation simulator tenants examples
+FOLDERS := collectors slo_engine cost_model drift dashboards alerts runbooks remediation simulator tenants rollouts examples
 typecheck-tree:
 	@rm -rf build/typecheck && mkdir -p build/typecheck/gpuslo
 	@for e in gpuslo/*; do ln -s ../../../$$e build/typecheck/gpuslo/; done

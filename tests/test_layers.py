@@ -31,6 +31,12 @@ ALLOWED: dict[str, set[str]] = {
     "gpuslo.dashboards": {"gpuslo.foundation", "gpuslo.slo_engine", "gpuslo.cost_model"},
     "gpuslo.remediation": {"gpuslo.foundation", "gpuslo.slo_engine"},
     "gpuslo.tenants": {"gpuslo.foundation", "gpuslo.slo_engine", "gpuslo.cost_model"},
+    "gpuslo.rollouts": {
+        "gpuslo.foundation",
+        "gpuslo.slo_engine",
+        "gpuslo.cost_model",
+        "gpuslo.remediation",
+    },
 }
 ALLOWED["gpuslo.cli"] = set(ALLOWED) - {"gpuslo.cli"}
 ALLOWED["gpuslo.__main__"] = {"gpuslo.cli"}
