@@ -9,7 +9,16 @@ if __name__ != "gpuslo.collectors":  # the folder is gpuslo.collectors; one modu
 from gpuslo.foundation.exposition import render, wants_openmetrics
 
 from .agent import Agent, Collector, Snapshot
-from .attribution import PodRef, PodResourcesAttributor, ProcessRef, list_pod_devices, process_ref
+from .attribution import (
+    DraDevice,
+    PodRef,
+    PodResourcesAttributor,
+    ProcessRef,
+    ResourceSliceMap,
+    list_pod_devices,
+    list_pod_resources,
+    process_ref,
+)
 from .errors import CollectorUnavailable
 from .gpu import GpuCollector, is_blank
 from .infiniband import InfinibandCollector
@@ -20,14 +29,17 @@ __all__ = [
     "AgentServer",
     "Collector",
     "CollectorUnavailable",
+    "DraDevice",
     "GpuCollector",
     "InfinibandCollector",
     "PodRef",
     "PodResourcesAttributor",
     "ProcessRef",
+    "ResourceSliceMap",
     "Snapshot",
     "is_blank",
     "list_pod_devices",
+    "list_pod_resources",
     "process_ref",
     "render",
     "wants_openmetrics",

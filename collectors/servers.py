@@ -5,7 +5,13 @@ Each adapter is a table: which source histogram is which canonical one, which co
 input/output tokens, how a request's status maps to an outcome, which gauges are running and
 waiting requests and KV-cache usage. Histograms keep the server's own bucket boundaries
 (re-bucketing a cumulative histogram is wrong); a missing ``+Inf`` bucket is restored from
-``_count``, the only honest derivation, and a missing ``_sum`` stays missing.
+``_count``, the only honest derivation, and a missing ``_sum`` stays missing. Where a metric
+was renamed, the first name of the table's list that the page has is taken, never both; a
+KV-cache share is the mean over engines and ranks, never their sum. An outcome comes only from
+a counter of finished requests (or what a total leaves over the counted outcomes); a server
+without one gets none. A page with two servers' metrics (an engine re-exported by Triton or a
+Dynamo worker) is read by both, the host adding only what the engine lacks (``read_page``).
+docs/requests.md "Canonical series" lists every mapping and what each server does not give.
 
 The parser is written by hand on purpose: the servers' published output has quirks that the
 strict parsers reject (a space after the comma in label sets, histogram buckets without the
@@ -99,15 +105,35 @@ class Adapter:
     server: str
     prefix: str
     model_labels: tuple[str, ...]
-    histograms: dict[str, str]  # source family -> canonical family
+    # source family -> canonical family; several sources for one target: the first present wins
+    histograms: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)  # source counter -> token_type
     token_sums: dict[str, str] = field(default_factory=dict)  # histogram whose _sum counts tokens
     # counters of finished requests -> how their labels map to an outcome
     requests: dict[str, Callable[[dict[str, str]], str]] = field(default_factory=dict)
-    gauges: dict[str, str] = field(default_factory=dict)  # source gauge -> canonical gauge
+    # source gauge -> canonical gauge; several sources for one target: the first present wins
+    gauges: dict[str, str] = field(default_factory=dict)
     units: dict[str, float] = field(default_factory=dict)  # histogram -> seconds per unit
     # Cumulative duration counters (no histogram): source -> (canonical counter, s per unit).
     durations: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # A counter of every request, of which ``requests`` name only some outcomes: what they leave
+    # over is this outcome (SGLang: all requests minus aborted ones are successes).
+    remainder: tuple[str, str] | None = None
+    # Canonical gauge -> the canonical gauge it includes and must be taken out of it (Dynamo's
+    # in-flight requests include the queued ones).
+    subtract: dict[str, str] = field(default_factory=dict)
+    # Source counter or gauge -> (gpuslo series, (source label, exported label) pairs kept).
+    passthrough: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
+    # Older prefixes of the same names, read as the current one (EPP's inference_model_*).
+    aliases: dict[str, str] = field(default_factory=dict)
+    # More prefixes the server prints (recognition only).
+    also: tuple[str, ...] = ()
+    # Samples that carry one of these labels count only with the value given (Dynamo components:
+    # the inference endpoint, not the router's or the KV-event endpoints).
+    only: tuple[tuple[str, str], ...] = ()
+    # True for a server that re-exports an engine's metrics on its own page (Triton's vLLM
+    # backend, a Dynamo worker): the engine's adapter reads the page first.
+    host: bool = False
 
     def model(self, labels: dict[str, str]) -> str:
         for key in self.model_labels:
@@ -115,15 +141,55 @@ class Adapter:
                 return labels[key]
         return ""
 
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Every prefix the server's sample names start with."""
+        return (self.prefix, *self.aliases, *self.also)
 
-def _vllm_outcome(labels: dict[str, str]) -> str:
-    # finished_reason: stop and length finish normally; abort is the client going away.
-    return "cancelled" if labels.get("finished_reason") == "abort" else "success"
+    def current(self, name: str) -> str:
+        """The sample name as the server prints it today."""
+        for old, new in self.aliases.items():
+            if name.startswith(old):
+                return new + name[len(old) :]
+        return name
+
+
+# Finish reasons that are not a normal end (vLLM V1 FINISH_REASON_STRINGS: stop, length, abort,
+# error, repetition; TensorRT-LLM CompletionOutput: stop, length, timeout, cancelled). Any other
+# reason ended the request normally.
+_FINISHED_BADLY = {
+    "abort": "cancelled",
+    "cancelled": "cancelled",
+    "error": "error",
+    "timeout": "error",
+}
+
+
+def _finished(labels: dict[str, str]) -> str:
+    return _FINISHED_BADLY.get(labels.get("finished_reason", ""), "success")
+
+
+def _http_failure(labels: dict[str, str]) -> str:
+    # As for OTLP's error.type: 429 and 503 shed load, 499 is the client going away.
+    code = labels.get("http_code", "")
+    return {"429": "rejected", "503": "rejected", "499": "cancelled"}.get(code, "error")
 
 
 def _dynamo_outcome(labels: dict[str, str]) -> str:
+    # status is success or error; newer frontends add error_type (prometheus_names.rs
+    # frontend_service::error_type): cancelled (client gone or timed out), overload (503).
     status = labels.get("status", "")
-    return {"success": "success", "error": "error", "cancelled": "cancelled"}.get(status, "error")
+    if status == "success":
+        return "success"
+    kind = labels.get("error_type", "")
+    if status == "cancelled" or kind == "cancelled":
+        return "cancelled"
+    return "rejected" if kind == "overload" else "error"
+
+
+def _epp_failure(labels: dict[str, str]) -> str:
+    # InferencePoolResourceExhausted is the picker shedding a sheddable request (HTTP 429).
+    return "rejected" if labels.get("error_code", "").endswith("ResourceExhausted") else "error"
 
 
 VLLM = Adapter(
@@ -132,18 +198,21 @@ VLLM = Adapter(
     model_labels=("model_name", "model"),
     histograms={
         "vllm:time_to_first_token_seconds": c.TIME_TO_FIRST_TOKEN,
-        "vllm:time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        # One observation per request (the GenAI TPOT) where vLLM has it; else per token: ITL,
+        # printed before 0.11 as time_per_output_token_seconds (deprecated, then hidden).
+        "vllm:request_time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
         "vllm:inter_token_latency_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        "vllm:time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
         "vllm:e2e_request_latency_seconds": c.REQUEST_DURATION,
         "vllm:request_queue_time_seconds": c.SERVER_QUEUE_TIME.name,
     },
     tokens={"vllm:prompt_tokens_total": "input", "vllm:generation_tokens_total": "output"},
-    requests={"vllm:request_success_total": _vllm_outcome},
+    requests={"vllm:request_success_total": _finished},
     gauges={
         "vllm:num_requests_running": RUNNING,
         "vllm:num_requests_waiting": WAITING,
-        "vllm:gpu_cache_usage_perc": KV_CACHE,
         "vllm:kv_cache_usage_perc": KV_CACHE,
+        "vllm:gpu_cache_usage_perc": KV_CACHE,  # removed name (0.11): only where the new one is not
     },
 )
 SGLANG = Adapter(
@@ -152,15 +221,41 @@ SGLANG = Adapter(
     model_labels=("model_name",),
     histograms={
         "sglang:time_to_first_token_seconds": c.TIME_TO_FIRST_TOKEN,
-        "sglang:time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        "sglang:time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,  # older releases
+        "sglang:inter_token_latency_seconds": c.TIME_PER_OUTPUT_TOKEN,
         "sglang:e2e_request_latency_seconds": c.REQUEST_DURATION,
     },
     tokens={"sglang:prompt_tokens_total": "input", "sglang:generation_tokens_total": "output"},
+    # num_requests_total counts every finished request, aborted ones included.
+    requests={"sglang:num_aborted_requests_total": lambda labels: "cancelled"},
+    remainder=("sglang:num_requests_total", "success"),
     gauges={
         "sglang:num_running_reqs": RUNNING,
         "sglang:num_queue_reqs": WAITING,
         "sglang:token_usage": KV_CACHE,
     },
+)
+TRTLLM = Adapter(
+    server="trtllm",
+    prefix="trtllm_",
+    model_labels=("model_name", "model"),
+    histograms={
+        "trtllm_time_to_first_token_seconds": c.TIME_TO_FIRST_TOKEN,
+        "trtllm_time_per_output_token_seconds": c.TIME_PER_OUTPUT_TOKEN,
+        "trtllm_e2e_request_latency_seconds": c.REQUEST_DURATION,
+        "trtllm_request_queue_time_seconds": c.SERVER_QUEUE_TIME.name,
+    },
+    tokens={"trtllm_prompt_tokens_total": "input", "trtllm_generation_tokens_total": "output"},
+    requests={
+        "trtllm_request_success_total": _finished,
+        "trtllm_request_error_total": _http_failure,
+    },
+    gauges={
+        "trtllm_num_requests_running": RUNNING,
+        "trtllm_num_requests_waiting": WAITING,
+        "trtllm_kv_cache_utilization": KV_CACHE,
+    },
+    aliases={"trtllm:": "trtllm_"},  # the prefix early Dynamo releases added
 )
 DYNAMO = Adapter(
     server="dynamo",
@@ -178,6 +273,24 @@ DYNAMO = Adapter(
         "dynamo_frontend_inflight_requests": RUNNING,
         "dynamo_frontend_queued_requests": WAITING,
     },
+    subtract={RUNNING: WAITING},  # in flight = queued (no first response yet) + running
+)
+DYNAMO_COMPONENT = Adapter(
+    server="dynamo_component",
+    prefix="dynamo_component_",
+    model_labels=("model", "model_name"),
+    histograms={"dynamo_component_request_duration_seconds": c.REQUEST_DURATION},
+    gauges={"dynamo_component_inflight_requests": RUNNING},
+    passthrough={
+        "dynamo_component_requests_total": (c.SERVER_REQUESTS_RECEIVED.name, ()),
+        "dynamo_component_errors_total": (
+            c.SERVER_ERRORS.name,
+            ((c.LABEL_ERROR_TYPE, c.LABEL_ERROR_TYPE),),
+        ),
+        "dynamo_component_cancellation_total": (c.SERVER_CANCELLATIONS.name, ()),
+    },
+    only=(("dynamo_endpoint", "generate"),),
+    host=True,
 )
 
 
@@ -202,6 +315,7 @@ TRITON = Adapter(
         "nv_inference_request_duration_us": (c.SERVER_DURATION_SECONDS.name, 1e-6),
         "nv_inference_queue_duration_us": (c.SERVER_QUEUE_SECONDS.name, 1e-6),
     },
+    host=True,
 )
 
 
@@ -224,21 +338,59 @@ TGI = Adapter(
     requests={"tgi_request_success": lambda labels: "success", "tgi_request_failure": _tgi_failure},
     gauges={"tgi_queue_size": WAITING, "tgi_batch_current_size": RUNNING},
 )
-ADAPTERS = (VLLM, SGLANG, DYNAMO, TRITON, TGI)
+EPP = Adapter(
+    server="epp",
+    prefix="inference_objective_",
+    model_labels=("model_name",),  # the model the client asked for, not target_model_name
+    histograms={"inference_objective_request_duration_seconds": c.REQUEST_DURATION},
+    token_sums={
+        "inference_objective_input_tokens": "input",
+        "inference_objective_output_tokens": "output",
+    },
+    # request_total counts a request on arrival; request_error_total those that failed.
+    requests={"inference_objective_request_error_total": _epp_failure},
+    remainder=("inference_objective_request_total", "success"),
+    gauges={"inference_objective_running_requests": RUNNING},
+    passthrough={
+        "inference_pool_average_kv_cache_utilization": (
+            c.POOL_KV_CACHE_USAGE.name,
+            (("name", c.LABEL_POOL),),
+        ),
+        "inference_pool_average_queue_size": (c.POOL_QUEUE_AVERAGE.name, (("name", c.LABEL_POOL),)),
+        "inference_pool_ready_pods": (c.POOL_READY_PODS.name, (("name", c.LABEL_POOL),)),
+    },
+    aliases={"inference_model_": "inference_objective_"},  # before v1 (InferenceModel)
+    also=("inference_pool_",),
+)
+ADAPTERS = (VLLM, SGLANG, TRTLLM, DYNAMO, DYNAMO_COMPONENT, TRITON, TGI, EPP)
+# Gauges that are a share, not a count: a mean over engines and ranks, never a sum.
+_MEANS = {KV_CACHE}
+
+
+def recognise_all(samples: Iterable[Sample]) -> list[Adapter]:
+    """Every adapter whose prefix some samples carry: engines first (most samples first), then
+    hosts that re-export an engine's metrics beside their own (Triton, Dynamo components)."""
+    counts = {a.server: 0 for a in ADAPTERS}
+    prefixes = [(a.server, a.prefixes) for a in ADAPTERS]
+    for s in samples:
+        for server, starts in prefixes:
+            if s.name.startswith(starts):
+                counts[server] += 1
+    found = [a for a in ADAPTERS if counts[a.server]]
+    return sorted(found, key=lambda a: (a.host, -counts[a.server]))
 
 
 def recognise(samples: Iterable[Sample]) -> Adapter | None:
-    """The adapter whose metric prefix most samples carry."""
-    counts = {a.server: 0 for a in ADAPTERS}
-    for s in samples:
-        for a in ADAPTERS:
-            if s.name.startswith(a.prefix):
-                counts[a.server] += 1
-    best = max(ADAPTERS, key=lambda a: counts[a.server])
-    return best if counts[best.server] else None
+    """The adapter that reads a page first (see ``recognise_all``), None for no server's."""
+    found = recognise_all(samples)
+    return found[0] if found else None
 
 
 Series = tuple[str, tuple[tuple[str, str], ...], float]
+Key = tuple[str, tuple[tuple[str, str], ...]]
+# Per target and adapter: the last (all requests, remainder) per label set, so that a remainder
+# never goes down while the server's own counter does not.
+RemainderState = dict[tuple[tuple[str, str], ...], tuple[float, float]]
 
 
 def canonicalize(
@@ -246,12 +398,17 @@ def canonicalize(
     adapter: Adapter,
     extra: dict[str, str] | None = None,
     tenants: TenantCap | None = None,
+    state: RemainderState | None = None,
+    server: str | None = None,
 ) -> list[Series]:
     """The canonical series for one scrape, sorted, with ``extra`` labels (namespace, pod).
 
-    A ``tenant`` label on the server's samples is kept, through the tenant cap when given."""
+    A ``tenant`` label on the server's samples is kept, through the tenant cap when given.
+    ``state`` (kept by the caller between scrapes of one target) holds a remainder outcome
+    (all requests minus the counted outcomes) from going down; ``server`` overrides the label."""
     extra = extra or {}
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    server = server or adapter.server
+    out: dict[Key, float] = {}
 
     def put(name: str, labels: dict[str, str], value: float, add: bool = False) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -261,7 +418,7 @@ def canonicalize(
         model = adapter.model(labels)
         out = {
             **({c.LABEL_MODEL: model} if model else {}),  # TGI: none; give model= with the target
-            c.LABEL_SERVER: adapter.server,
+            c.LABEL_SERVER: server,
             **extra,
         }
         tenant = labels.get(c.LABEL_TENANT)
@@ -269,15 +426,19 @@ def canonicalize(
             out[c.LABEL_TENANT] = tenants.admit(tenant, c.COLLECTOR_SERVERS) if tenants else tenant
         return out
 
-    # Several source names may map to one canonical histogram (vLLM renamed TPOT to
-    # inter-token latency and printed both for a while): take the first the server has.
+    if adapter.aliases:
+        samples = [Sample(adapter.current(s.name), s.labels, s.value) for s in samples]
+    if adapter.only:
+        samples = [s for s in samples if all(s.label(k) in (None, v) for k, v in adapter.only)]
+    # Several source names may map to one canonical histogram or gauge (a renamed metric, both
+    # printed for a while, or the old one on older servers): take the first the server has.
     present = {_histogram_part(s.name)[0] for s in samples}
-    chosen: dict[str, str] = {}
-    for source, target in adapter.histograms.items():
-        if source in present and target not in chosen.values():
-            chosen[source] = target
-    counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    infs: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    chosen = _first_present(adapter.histograms, present)
+    gauges = _first_present(adapter.gauges, {s.name for s in samples})
+    counts: dict[Key, float] = {}
+    infs: set[Key] = set()
+    means: dict[Key, list[float]] = {}
+    totals: dict[tuple[tuple[str, str], ...], float] = {}
     for s in samples:
         labels = dict(s.labels)
         family, part = _histogram_part(s.name)
@@ -316,13 +477,93 @@ def canonicalize(
         elif s.name in adapter.requests:
             outcome = adapter.requests[s.name](labels)
             put(c.REQUESTS_TOTAL, {**base(labels), c.LABEL_OUTCOME: outcome}, s.value, True)
-        elif s.name in adapter.gauges:
-            put(adapter.gauges[s.name], base(labels), s.value, add=True)
+        elif adapter.remainder is not None and s.name == adapter.remainder[0]:
+            key = tuple(sorted(base(labels).items()))
+            totals[key] = totals.get(key, 0.0) + s.value
+        elif s.name in gauges:
+            target = gauges[s.name]
+            if target in _MEANS:
+                means.setdefault((target, tuple(sorted(base(labels).items()))), []).append(s.value)
+            else:
+                put(target, base(labels), s.value, add=True)
+        elif s.name in adapter.passthrough:
+            target, keep = adapter.passthrough[s.name]
+            kept = {dst: labels[src] for src, dst in keep if labels.get(src)}
+            put(target, {**base(labels), **kept}, s.value, add=True)
     # A histogram printed without +Inf still has its total in _count.
     for (target, key), total in counts.items():
         if (target, key) not in infs:
             put(f"{target}_bucket", {**dict(key), "le": "+Inf"}, total)
+    # A share per engine or data-parallel rank: their mean is the server's (equal-sized caches).
+    for (target, key), values in means.items():
+        put(target, dict(key), sum(values) / len(values))
+    for minuend, subtrahend in adapter.subtract.items():
+        for name, key in [k for k in out if k[0] == minuend]:
+            out[(name, key)] = max(0.0, out[(name, key)] - out.get((subtrahend, key), 0.0))
+    if adapter.remainder is not None:
+        outcome = adapter.remainder[1]
+        counted: dict[tuple[tuple[str, str], ...], float] = {}
+        for (name, lbl), v in out.items():
+            if name == c.REQUESTS_TOTAL:
+                key = tuple(kv for kv in lbl if kv[0] != c.LABEL_OUTCOME)
+                counted[key] = counted.get(key, 0.0) + v
+        for key, total in totals.items():
+            left = max(0.0, total - counted.get(key, 0.0))
+            if state is not None:
+                last = state.get(key)
+                if last is not None and total >= last[0]:
+                    left = max(left, last[1])  # the server did not restart: never go down
+                state[key] = (total, left)
+            put(c.REQUESTS_TOTAL, {**dict(key), c.LABEL_OUTCOME: outcome}, left, True)
     return sorted(((n, lbl, v) for (n, lbl), v in out.items()), key=_order)
+
+
+def read_page(
+    samples: list[Sample],
+    adapters: list[Adapter],
+    extra: dict[str, str] | None = None,
+    tenants: TenantCap | None = None,
+    state: dict[str, RemainderState] | None = None,
+) -> list[Series]:
+    """A page read by every adapter it carries (``recognise_all``): the first gives the
+    ``server`` label and its series; each later one adds only canonical families the earlier
+    ones lack, so no request is counted twice (Triton's vLLM backend: vLLM's latencies and
+    tokens, Triton's request outcomes and pending count)."""
+    if not adapters:
+        return []
+    primary = adapters[0].server
+    if len(adapters) == 1:
+        own = None if state is None else state.setdefault(primary, {})
+        return canonicalize(samples, adapters[0], extra, tenants, own)
+    series: list[Series] = []
+    seen: set[str] = set()
+    for adapter in adapters:
+        own = None if state is None else state.setdefault(adapter.server, {})
+        got = canonicalize(samples, adapter, extra, tenants, own, server=primary)
+        families = {_measures(name) for name, _, _ in got}
+        series += [s for s in got if _measures(s[0]) not in seen]
+        seen |= families
+    return sorted(series, key=_order)
+
+
+# A mean-only counter measures what a histogram does: with the histogram there, it adds nothing.
+_SAME = {
+    c.SERVER_DURATION_SECONDS.name: c.REQUEST_DURATION,
+    c.SERVER_QUEUE_SECONDS.name: c.SERVER_QUEUE_TIME.name,
+}
+
+
+def _measures(name: str) -> str:
+    family_name = _family_of(name)[0]
+    return _SAME.get(family_name, family_name)
+
+
+def _first_present(mapping: dict[str, str], present: set[str]) -> dict[str, str]:
+    chosen: dict[str, str] = {}
+    for source, target in mapping.items():
+        if source in present and target not in chosen.values():
+            chosen[source] = target
+    return chosen
 
 
 def _order(series: Series) -> tuple[str, tuple[tuple[str, str], ...], float]:
@@ -479,6 +720,7 @@ class ServerCollector:
         self._lock = threading.Lock()
         self._in_flight: dict[str, _Scrape] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        self._state: dict[str, dict[str, RemainderState]] = {}
         self._closed = False
 
     def _run(self, target: Target, scrape: _Scrape) -> tuple[list[Series], float]:
@@ -539,15 +781,17 @@ class ServerCollector:
             samples = parse_exposition(text)
         except ParseError as err:
             raise ScrapeError("parse", str(err)) from None
-        adapter = next((a for a in ADAPTERS if a.server == target.server), None)
-        adapter = adapter or recognise(samples)
-        if adapter is None:
+        forced = [a for a in ADAPTERS if a.server == target.server]
+        adapters = forced or recognise_all(samples)
+        if not adapters:
             raise ScrapeError("parse", "no known inference server's metrics in the output")
         extra = dict(target.labels)
         tenant = extra.get(c.LABEL_TENANT)
         if tenant and self.tenants is not None:
             extra[c.LABEL_TENANT] = self.tenants.admit(tenant, c.COLLECTOR_SERVERS)
-        series = canonicalize(samples, adapter, extra, self.tenants)
+        with self._lock:  # one scrape per target at a time: only the dict itself is shared
+            state = self._state.setdefault(target.url, {})
+        series = read_page(samples, adapters, extra, self.tenants, state)
         return series, time.perf_counter() - started
 
     def _fail(self, url: str, reason: str, message: str) -> None:
@@ -622,6 +866,9 @@ class ServerCollector:
         current = {t.url for t in targets}
         for url in set(self.errors) - current:
             del self.errors[url]  # a target that went away (a deleted pod)
+        with self._lock:
+            for url in set(self._state) - current:
+                del self._state[url]
         failures = family(c.TARGET_SCRAPE_ERRORS)
         for (url, reason), count in sorted(self._failures.items()):
             if url not in current:

@@ -76,10 +76,11 @@ def test_daemonset_args_are_flags_the_agent_accepts_and_paths_are_mounted():
     assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {}))
 
 
-def test_agent_rbac_grants_listing_pods_and_nothing_else_and_discovery_is_on():
+def test_agent_rbac_grants_listing_pods_and_resourceslices_and_nothing_else_and_both_are_on():
     d = docs()
     assert d["ClusterRole"]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"], "verbs": ["list"]},
     ]
     binding = d["ClusterRoleBinding"]
     assert binding["roleRef"]["name"] == d["ClusterRole"]["metadata"]["name"]
@@ -89,7 +90,7 @@ def test_agent_rbac_grants_listing_pods_and_nothing_else_and_discovery_is_on():
     ]
     pod = d["DaemonSet"]["spec"]["template"]["spec"]
     args = build_parser().parse_args(pod["containers"][0]["args"])
-    assert args.discover_pods and args.node_name == "$(NODE_NAME)"
+    assert args.discover_pods and args.dra and args.node_name == "$(NODE_NAME)"
     assert pod["automountServiceAccountToken"] is True
     otlp = int(args.otlp_listen.rsplit(":", 1)[1])
     ports = {p["name"]: p for p in pod["containers"][0]["ports"]}

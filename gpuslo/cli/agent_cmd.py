@@ -14,6 +14,7 @@ import time
 import urllib.request
 from typing import Any
 
+from gpuslo.cli.dcgm_names import add_dcgm_names, naming_from
 from gpuslo.foundation import conventions as c
 
 COLLECTORS = (c.COLLECTOR_GPU, c.COLLECTOR_INFINIBAND)
@@ -32,7 +33,9 @@ examples:
   gpuslo agent --once                            print one scrape and exit
   gpuslo agent --gpu-backend sim --sim-gpus 8    a simulated 8-GPU node, no GPU needed
   gpuslo agent --no-collector.infiniband         GPUs only
+  gpuslo agent --dcgm-names current              dcgm-exporter 4.9.0+ names and base units
   gpuslo agent --once --record-gpu gpu.json      record NVML samples as a test fixture
+  gpuslo agent --dra --node-name "$NODE_NAME"    attribute GPUs claimed through DRA too
   gpuslo agent --server-target 'http://127.0.0.1:8000/metrics;namespace=llm;pod=vllm-0'
                                                  re-expose a vLLM server's request metrics
   gpuslo agent --discover-pods --otlp-listen 0.0.0.0:4318
@@ -148,7 +151,8 @@ def add_parser(sub: Any) -> None:
         "--node-name",
         default=os.environ.get("NODE_NAME", ""),
         metavar="NAME",
-        help="with --discover-pods: the node whose pods to list (default: $NODE_NAME)",
+        help="with --discover-pods or --dra: the node whose pods and ResourceSlices to list "
+        "(default: $NODE_NAME)",
     )
     p.add_argument(
         "--discovery-refresh",
@@ -163,6 +167,23 @@ def add_parser(sub: Any) -> None:
         help=f"accept OTLP/HTTP metrics (POST /v1/metrics, protobuf or JSON) on this address "
         f"and map the GenAI metrics into the canonical series (usual port: {c.OTLP_DEFAULT_PORT}; "
         "off by default)",
+    )
+    p.add_argument(
+        "--otlp-grpc-listen",
+        metavar="HOST:PORT",
+        help="accept OTLP/gRPC metrics (MetricsService/Export, gzip or not) on this address, "
+        "into the same receiver as --otlp-listen (usual port: "
+        f"{c.OTLP_GRPC_DEFAULT_PORT}; off by default). The receiver runs in a process of its "
+        "own, so that ingest does not hold up a scrape",
+    )
+    p.add_argument(
+        "--otlp-max-inflight",
+        type=int,
+        default=8,
+        metavar="N",
+        help="OTLP exports read, decoded or waiting to be folded in at once (HTTP and gRPC "
+        "together); a sender beyond them gets 429 (HTTP) or UNAVAILABLE (gRPC) with a retry "
+        "delay, and nothing of its export is kept (default: %(default)s)",
     )
     p.add_argument(
         "--otlp-max-streams",
@@ -195,6 +216,7 @@ def add_parser(sub: Any) -> None:
         default=16 * 2**20,
         metavar="BYTES",
         help="largest OTLP request body, as sent; larger ones get 413 before they are read "
+        "(OTLP/gRPC: the largest message, as sent and after gzip; RESOURCE_EXHAUSTED) "
         "(default: %(default)s)",
     )
     p.add_argument(
@@ -221,7 +243,35 @@ def add_parser(sub: Any) -> None:
         default="/var/lib/kubelet/pod-resources/kubelet.sock",
         help="kubelet pod-resources socket for GPU->pod attribution (skipped when absent)",
     )
-    p.add_argument("--hostname", default=socket.gethostname(), help="value of the Hostname label")
+    p.add_argument(
+        "--dra",
+        action="store_true",
+        help="also attribute GPUs allocated through Dynamic Resource Allocation: the kubelet "
+        "names each claimed device, this node's ResourceSlices give its GPU or MIG UUID; needs "
+        "--node-name and list on resourceslices (resource.k8s.io); see docs/attribution.md",
+    )
+    p.add_argument(
+        "--dra-driver",
+        action="append",
+        metavar="NAME",
+        help="with --dra: a DRA driver whose devices are GPUs; repeat for more "
+        "(default: gpu.nvidia.com, NVIDIA's DRA driver)",
+    )
+    p.add_argument(
+        "--dra-refresh",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="with --dra: list this node's ResourceSlices again every S seconds; a failed "
+        "listing keeps the last device map (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hostname",
+        default=socket.gethostname(),
+        help="value of the host label on GPU series (Hostname, or hostname with "
+        "--dcgm-names current)",
+    )
+    add_dcgm_names(p)
     p.add_argument(
         "--demo-seconds",
         type=float,
@@ -245,7 +295,7 @@ def _parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
 
 
 def _build_collectors(args: argparse.Namespace) -> list[Any]:
-    from gpuslo.collectors import GpuCollector, InfinibandCollector, PodResourcesAttributor
+    from gpuslo.collectors import GpuCollector, InfinibandCollector
     from gpuslo.collectors.backends import FixtureBackend, NvmlBackend, SimBackend
     from gpuslo.collectors.tenants import TenantCap
 
@@ -265,14 +315,18 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
             backend = FixtureBackend(args.gpu_fixture)
         else:
             backend = NvmlBackend()
+        attributor = _attributor(args)
         out.append(
             GpuCollector(
                 backend,
                 hostname=args.hostname,
-                attributor=PodResourcesAttributor(args.pod_resources_socket),
+                attributor=attributor,
                 procfs=args.procfs,
+                naming=naming_from(args),
             )
         )
+        if attributor.slices is not None:
+            out.append(attributor)  # the attribution collector: kubelet and DRA health
     if args.collector_infiniband:
         out.append(InfinibandCollector(args.sysfs))
     if args.server_target or args.discover_pods:
@@ -293,29 +347,34 @@ def _build_collectors(args: argparse.Namespace) -> list[Any]:
                 max_bytes=args.server_max_bytes,
             )
         )
-    if args.otlp_listen:
-        from gpuslo.collectors.otlp import OtlpReceiver
+    if args.otlp_listen or args.otlp_grpc_listen:
+        from gpuslo.collectors.otlp_process import IngestConfig, OtlpIngest
 
+        limits = {}
         for flag in (
             "otlp_max_streams",
             "otlp_max_streams_per_sender",
             "otlp_max_series",
             "otlp_max_body",
             "otlp_max_decompressed",
+            "otlp_max_inflight",
         ):
             if getattr(args, flag) < 1:
                 raise UsageError(f"--{flag.replace('_', '-')}: must be >= 1")
-        out.append(
-            OtlpReceiver(
-                tenants,
-                max_streams=args.otlp_max_streams,
-                max_streams_per_sender=args.otlp_max_streams_per_sender,
-                max_series=args.otlp_max_series,
-                max_body=args.otlp_max_body,
-                max_decompressed=args.otlp_max_decompressed,
-            )
+            limits[flag.removeprefix("otlp_")] = getattr(args, flag)
+        config = IngestConfig(
+            http=_parse_listen(args.otlp_listen, "--otlp-listen") if args.otlp_listen else None,
+            grpc=(
+                _parse_listen(args.otlp_grpc_listen, "--otlp-grpc-listen")
+                if args.otlp_grpc_listen
+                else None
+            ),
+            receiver=limits,
+            tenant_cap=args.tenant_cap,
+            log_level=logging.getLevelName(args.log_level.upper()),
         )
-    if args.server_target or args.discover_pods or args.otlp_listen:
+        out.append(OtlpIngest(config, tenants))
+    if args.server_target or args.discover_pods or args.otlp_listen or args.otlp_grpc_listen:
         out.append(tenants)  # gpuslo_tenant_overflow_total and friends
     return out
 
@@ -335,6 +394,32 @@ def _discovery(args: argparse.Namespace) -> Any:
         raise UsageError(
             f"--discover-pods: no Kubernetes credentials (not in a pod, no kubeconfig): {err}"
         ) from err
+
+
+def _attributor(args: argparse.Namespace) -> Any:
+    """The kubelet attributor; with --dra, reading this node's ResourceSlices as well."""
+    from gpuslo.collectors.attribution import (
+        DEFAULT_DRA_DRIVER,
+        PodResourcesAttributor,
+        ResourceSliceMap,
+    )
+
+    if not args.dra:
+        return PodResourcesAttributor(args.pod_resources_socket)
+    from kubernetes.config import ConfigException
+
+    if not args.node_name:
+        raise UsageError("--dra needs --node-name (or $NODE_NAME from the downward API)")
+    if args.dra_refresh <= 0:
+        raise UsageError("--dra-refresh: must be > 0 seconds")
+    drivers = args.dra_driver or [DEFAULT_DRA_DRIVER]
+    try:
+        slices = ResourceSliceMap.from_environment(args.node_name, drivers, args.dra_refresh)
+    except (ConfigException, OSError) as err:
+        raise UsageError(
+            f"--dra: no Kubernetes credentials (not in a pod, no kubeconfig): {err}"
+        ) from err
+    return PodResourcesAttributor(args.pod_resources_socket, slices=slices)
 
 
 def _server_target(text: str) -> Any:
@@ -374,9 +459,12 @@ def run(args: argparse.Namespace) -> int:
     if args.record_gpu and not args.once:
         raise UsageError("--record-gpu works with --once")
     host, port = _parse_listen(args.listen)
-    if args.otlp_listen and args.once:
-        raise UsageError("--otlp-listen needs a serving agent, not --once")
-    otlp_address = _parse_listen(args.otlp_listen, "--otlp-listen") if args.otlp_listen else None
+    for flag, value in (
+        ("--otlp-listen", args.otlp_listen),
+        ("--otlp-grpc-listen", args.otlp_grpc_listen),
+    ):
+        if value and args.once:
+            raise UsageError(f"{flag} needs a serving agent, not --once")
     collectors = _build_collectors(args)
     agent = Agent(collectors, interval=args.interval, max_series=args.max_series)
     if args.once:
@@ -390,19 +478,19 @@ def run(args: argparse.Namespace) -> int:
         server = AgentServer(agent, host, port)
     except OSError as err:
         raise UsageError(f"--listen: cannot listen on {args.listen}: {err.strerror}") from err
-    otlp = None
-    if otlp_address is not None:
-        from gpuslo.collectors.otlp import OtlpReceiver, OtlpServer
+    otlp = None  # the OTLP receiver is a collector: its process stops with the agent
+    ingest = next((col for col in collectors if col.name == c.COLLECTOR_OTLP), None)
+    if ingest is not None:
+        from gpuslo.collectors.otlp_process import IngestFailed
 
-        receiver = next(col for col in collectors if isinstance(col, OtlpReceiver))
         try:
-            otlp = OtlpServer(receiver, *otlp_address)
-        except OSError as err:
+            ingest.start()
+        except IngestFailed as err:
             server.stop()
-            raise UsageError(
-                f"--otlp-listen: cannot listen on {args.otlp_listen}: {err.strerror}"
-            ) from err
-    # The scrape handler shares the GIL with the sampling and OTLP threads; a 0.5 ms switch
+            value = args.otlp_listen if err.flag == "--otlp-listen" else args.otlp_grpc_listen
+            raise UsageError(f"{err.flag}: cannot listen on {value}: {err}") from err
+    # The scrape handler shares the GIL with the sampling threads (OTLP ingest runs in a
+    # process of its own, otlp_process.py); a 0.5 ms switch
     # interval (Python's default is 5 ms) bounds how long a scrape waits on a busy thread
     # (bench/otlp_ingest.py measures it).
     sys.setswitchinterval(0.0005)
@@ -420,9 +508,12 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(col.name for col in collectors) or "none",
         args.interval,
     )
-    if otlp is not None:
-        otlp.start()
-        log.info("OTLP/HTTP metrics on http://%s:%s/v1/metrics", *otlp.address)
+    if ingest is not None:
+        addresses = list(ingest.addresses)
+        if args.otlp_listen:
+            log.info("OTLP/HTTP metrics on http://%s:%s/v1/metrics", *addresses.pop(0))
+        if args.otlp_grpc_listen:
+            log.info("OTLP/gRPC metrics on %s:%s", *addresses.pop(0))
     try:
         with contextlib.suppress(KeyboardInterrupt):
             if args.demo_seconds is not None:

@@ -198,7 +198,14 @@ MIG_FIELDS: tuple[MetricSpec, ...] = (DCGM_FB_FREE, DCGM_FB_USED)
 # ``DCGM_*`` constants above are the legacy spelling and the key every backend reports by.
 DcgmGeneration = Literal["legacy", "current"]
 DCGM_GENERATIONS: tuple[str, ...] = ("legacy", "current")
+# "legacy" stays the default: it is what dcgm-exporter up to 4.8.4 serves and what deployed DCGM
+# dashboards query, and eight of the DCGM-4 names below are not yet confirmed from a primary
+# source (see ``CurrentName.confirmed`` and docs/agent.md "GPU series").
 DEFAULT_DCGM_GENERATION: DcgmGeneration = "legacy"
+# dcgm-exporter's driver-version label (on every series it exports; gpuslo puts the driver on
+# gpuslo_gpu_info instead): renamed by 4.9.0, with DCGM 4.6.1's alias (dcgm_fields.h line 3694).
+LABEL_DCGM_DRIVER_VERSION = "DCGM_FI_DRIVER_VERSION"
+LABEL_DCGM_DRIVER_VERSION_CURRENT = "DCGM_FI_SYSTEM_DRIVER_VERSION"
 
 
 @dataclass(frozen=True)
@@ -209,10 +216,140 @@ class CurrentName:
     factor: float = 1.0  # value in the current unit = legacy value * factor
     unit: str = ""
     source: str = ""
+    # False: the name comes from a secondary source only (no DCGM 4.7 header or 4.9.0 CSV seen).
+    confirmed: bool = True
+    help: str = ""  # help text in the current generation, when the unit change needs rewording
 
 
 # legacy field name -> its "current" spelling. Fields absent here keep their legacy name.
-DCGM_CURRENT_NAMES: dict[str, CurrentName] = {}
+# --- filled by the telemetry issue (dcgm-exporter naming). Bases, most to least direct:
+#   H   NVIDIA/go-dcgm pkg/dcgm/dcgm_fields.h @ b7fa315 (DCGM 4.6.1 headers): the deprecated-alias
+#       block "#define OLD NEW // id" (same field ID) or an old field's "Deprecated: Use NEW"
+#       note (a new base-unit field ID). Line numbers are that file's.
+#   RN  dcgm-exporter 4.9.0 release notes: 23 default/profiling fields renamed to DCGM 4.7 names,
+#       11 change unit (clocks MHz->Hz, energy mJ->J, utilization %->0-1 ratio, GPU memory
+#       MiB->bytes, NVLink MB/s->bytes/s), DCGM_FI_DEV_FB_CAPACITY_BYTES added.
+#   SEC a third-party survey of NVIDIA's DCGM 4.7.0 Field Identifiers reference (field IDs
+#       1613-1616, 1625-1628): secondary, so those rows are confirmed=False until a DCGM 4.7
+#       header or a 4.9.0 default-counters.csv is read.
+_MIB = 1024.0 * 1024.0
+_H = "DCGM 4.6.1 dcgm_fields.h"
+_SEC = "unconfirmed: third-party survey of DCGM 4.7.0 Field Identifiers"
+DCGM_CURRENT_NAMES: dict[str, CurrentName] = {
+    DCGM_SM_CLOCK.name: CurrentName(
+        "DCGM_FI_DEV_SM_CLOCK_HERTZ", 1e6, "Hz",
+        f"{_H} lines 556, 3559 (Deprecated: use DCGM_FI_DEV_SM_CLOCK_HERTZ, field 1603); RN",
+    ),
+    DCGM_MEM_CLOCK.name: CurrentName(
+        "DCGM_FI_DEV_MEMORY_CLOCK_HERTZ", 1e6, "Hz",
+        f"{_H} lines 562, 3564 (Deprecated: use DCGM_FI_DEV_MEMORY_CLOCK_HERTZ, field 1604); RN",
+    ),
+    DCGM_MEMORY_TEMP.name: CurrentName(
+        "DCGM_FI_DEV_MEMORY_TEMP_CELSIUS", 1.0, "C", f"{_H} line 3726 (deprecated alias, id 140)"
+    ),
+    DCGM_GPU_TEMP.name: CurrentName(
+        "DCGM_FI_DEV_GPU_TEMP_CELSIUS", 1.0, "C", f"{_H} line 3727 (deprecated alias, id 150)"
+    ),
+    DCGM_POWER_USAGE.name: CurrentName(
+        "DCGM_FI_DEV_BOARD_POWER_WATTS", 1.0, "W", f"{_H} line 3731 (deprecated alias, id 155)"
+    ),
+    DCGM_TOTAL_ENERGY.name: CurrentName(
+        "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL", 1e-3, "J",
+        f"{_H} lines 654, 3599 (Deprecated: use DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL, field "
+        "1611); RN",
+    ),
+    DCGM_PCIE_TX_THROUGHPUT.name: CurrentName(
+        DCGM_PCIE_TX_THROUGHPUT.name, 1.0, "KB/s",
+        f"{_H}: no alias (field 200 is deprecated for DCGM_FI_PROF_PCIE_TX_BYTES, which gpuslo "
+        "serves as gpuslo_gpu_pcie_tx_bytes_total); not in dcgm-exporter's default set",
+    ),
+    DCGM_PCIE_RX_THROUGHPUT.name: CurrentName(
+        DCGM_PCIE_RX_THROUGHPUT.name, 1.0, "KB/s",
+        f"{_H}: no alias (field 201 is deprecated for DCGM_FI_PROF_PCIE_RX_BYTES, which gpuslo "
+        "serves as gpuslo_gpu_pcie_rx_bytes_total); not in dcgm-exporter's default set",
+    ),
+    DCGM_PCIE_REPLAY.name: CurrentName(
+        "DCGM_FI_DEV_PCIE_REPLAY_TOTAL", 1.0, "", f"{_H} line 3745 (deprecated alias, id 202)"
+    ),
+    DCGM_GPU_UTIL.name: CurrentName(
+        "DCGM_FI_DEV_GPU_UTIL_RATIO", 0.01, "ratio",
+        f"{_H} line 3746 (deprecated alias, id 203); unit: RN (the survey gives DCGM 4.7 a new "
+        "double field 1613, unconfirmed)",
+        help="GPU utilization, a 0-1 ratio.",
+    ),
+    DCGM_MEM_COPY_UTIL.name: CurrentName(
+        "DCGM_FI_DEV_MEMORY_UTIL_RATIO", 0.01, "ratio", f"{_SEC} (field 1614); unit: RN",
+        confirmed=False, help="Memory utilization, a 0-1 ratio.",
+    ),
+    DCGM_ENC_UTIL.name: CurrentName(
+        "DCGM_FI_DEV_ENC_UTIL_RATIO", 0.01, "ratio", f"{_SEC} (field 1615); unit: RN",
+        confirmed=False, help="Encoder utilization, a 0-1 ratio.",
+    ),
+    DCGM_DEC_UTIL.name: CurrentName(
+        "DCGM_FI_DEV_DEC_UTIL_RATIO", 0.01, "ratio", f"{_SEC} (field 1616); unit: RN",
+        confirmed=False, help="Decoder utilization, a 0-1 ratio.",
+    ),
+    DCGM_XID_ERRORS.name: CurrentName(
+        "DCGM_FI_DEV_XID_ERROR", 1.0, "", f"{_H} line 3748 (deprecated alias, id 230)"
+    ),
+    DCGM_FB_FREE.name: CurrentName(
+        "DCGM_FI_DEV_FB_FREE_BYTES", _MIB, "bytes",
+        f"{_SEC} (field 1626); unit: RN; pattern as RN's DCGM_FI_DEV_FB_CAPACITY_BYTES",
+        confirmed=False,
+    ),
+    DCGM_FB_USED.name: CurrentName(
+        "DCGM_FI_DEV_FB_USED_BYTES", _MIB, "bytes",
+        f"{_SEC} (field 1627); unit: RN; pattern as RN's DCGM_FI_DEV_FB_CAPACITY_BYTES",
+        confirmed=False,
+    ),
+    DCGM_FB_RESERVED.name: CurrentName(
+        "DCGM_FI_DEV_FB_RESERVED_BYTES", _MIB, "bytes",
+        f"{_SEC} (field 1628); unit: RN; pattern as RN's DCGM_FI_DEV_FB_CAPACITY_BYTES",
+        confirmed=False,
+    ),
+    **{
+        spec.name: CurrentName(
+            spec.name, 1.0, "", f"{_H}: no alias; not among RN's renames (not in its presets)"
+        )
+        for spec in (
+            DCGM_ECC_SBE_VOL,
+            DCGM_ECC_DBE_VOL,
+            DCGM_ECC_SBE_AGG,
+            DCGM_ECC_DBE_AGG,
+            DCGM_ROW_REMAP_PENDING,
+        )
+    },
+    DCGM_UNCORRECTABLE_REMAPPED_ROWS.name: CurrentName(
+        "DCGM_FI_DEV_ROW_REMAP_UNCORRECTABLE_TOTAL", 1.0, "",
+        f"{_H} line 3761 (deprecated alias, id 393)",
+    ),
+    DCGM_CORRECTABLE_REMAPPED_ROWS.name: CurrentName(
+        "DCGM_FI_DEV_ROW_REMAP_CORRECTABLE_TOTAL", 1.0, "",
+        f"{_H} line 3762 (deprecated alias, id 394)",
+    ),
+    DCGM_ROW_REMAP_FAILURE.name: CurrentName(
+        "DCGM_FI_DEV_ROW_REMAP_FAILED", 1.0, "", f"{_H} line 3763 (deprecated alias, id 395)"
+    ),
+    DCGM_PROF_GR_ENGINE_ACTIVE.name: CurrentName(
+        "DCGM_FI_PROF_GR_ENGINE_UTIL_RATIO", 1.0, "ratio",
+        f"{_H} line 3910 (deprecated alias, id 1001)",
+    ),
+    DCGM_PROF_SM_ACTIVE.name: CurrentName(
+        "DCGM_FI_PROF_SM_UTIL_RATIO", 1.0, "ratio", f"{_H} line 3911 (deprecated alias, id 1002)"
+    ),
+    DCGM_PROF_SM_OCCUPANCY.name: CurrentName(
+        "DCGM_FI_PROF_SM_OCCUPANCY_RATIO", 1.0, "ratio",
+        f"{_H} line 3912 (deprecated alias, id 1003)",
+    ),
+    DCGM_PROF_PIPE_TENSOR_ACTIVE.name: CurrentName(
+        "DCGM_FI_PROF_TENSOR_UTIL_RATIO", 1.0, "ratio",
+        f"{_H} line 3913 (deprecated alias, id 1004)",
+    ),
+    DCGM_PROF_DRAM_ACTIVE.name: CurrentName(
+        "DCGM_FI_PROF_DRAM_UTIL_RATIO", 1.0, "ratio", f"{_H} line 3914 (deprecated alias, id 1005)"
+    ),
+}  # fmt: skip
+# --- end of the telemetry issue's table
 
 
 @dataclass(frozen=True)
@@ -224,6 +361,13 @@ class GpuNaming:
     @property
     def host_label(self) -> str:
         return LABEL_HOSTNAME if self.generation == "legacy" else LABEL_HOSTNAME_CURRENT
+
+    @property
+    def driver_version_label(self) -> str:
+        """dcgm-exporter's driver-version label in this generation (4.9.0 renamed it)."""
+        if self.generation == "legacy":
+            return LABEL_DCGM_DRIVER_VERSION
+        return LABEL_DCGM_DRIVER_VERSION_CURRENT
 
     def name(self, field: MetricSpec) -> str:
         """The exported name of a (legacy-keyed) GPU field in this generation."""
@@ -246,9 +390,11 @@ class GpuNaming:
         cur = DCGM_CURRENT_NAMES.get(field.name)
         if cur is None:
             return field
-        return MetricSpec(
-            cur.name, field.type, field.help if not cur.unit else _unit_help(field.help, cur.unit)
-        )
+        if cur.help:
+            return MetricSpec(cur.name, field.type, cur.help)
+        if cur.factor == 1.0 or not cur.unit:  # same unit: the legacy help still holds
+            return MetricSpec(cur.name, field.type, field.help)
+        return MetricSpec(cur.name, field.type, _unit_help(field.help, cur.unit))
 
 
 def _unit_help(help_: str, unit: str) -> str:
@@ -418,6 +564,12 @@ GENAI_ADVISED_BOUNDS: dict[str, tuple[float, ...]] = {
 }  # fmt: skip
 # gpuslo's own gauges pushed over OTLP (drift jobs) are exposed as they come.
 OTLP_PASSTHROUGH_PREFIX = "gpuslo.drift."
+# -- OTLP/gRPC and the 2025-2026 GenAI conventions (OTLP receiver) --------------------------
+# The token counters of the GenAI conventions' inference metrics (open-telemetry/
+# semantic-conventions-genai, model/gen-ai/token-metrics.yaml), folded into token usage by type.
+GENAI_INPUT_TOKENS = "gen_ai.client.inference.usage.input_tokens"
+GENAI_OUTPUT_TOKENS = "gen_ai.client.inference.usage.output_tokens"
+OTLP_GRPC_DEFAULT_PORT = 4317
 
 # --------------------------------------------------------------------------- drift
 DRIFT_SCORE = _g("gpuslo_drift_score", "Drift test value per feature (p-value or distance).")
@@ -604,7 +756,10 @@ OTLP_DATA_POINTS = _c(
     "gpuslo_otlp_data_points_total",
     "OTLP data points received, by result (accepted, ignored: not a GenAI metric, rejected).",
 )
-OTLP_REQUESTS = _c("gpuslo_otlp_requests_total", "OTLP/HTTP export requests, by HTTP status code.")
+OTLP_REQUESTS = _c(
+    "gpuslo_otlp_requests_total",
+    "OTLP export requests, by HTTP status code (OTLP/HTTP) or gRPC status name (OTLP/gRPC).",
+)
 LABEL_CODE = "code"
 OTLP_STREAMS = _g(
     "gpuslo_otlp_streams", "OTLP streams (metric, resource, attributes) the receiver tracks."
@@ -652,3 +807,127 @@ TWIN_READY = "gpuslo_twin_pool_ready_replicas"
 TWIN_FALLBACK_SHARE = "gpuslo_twin_fallback_share_percent"
 TWIN_REPLICA_INFO = "gpuslo_twin_replica_info"
 LABEL_POOL = "pool"
+
+# --------------------------------------------------------------------------- kube-state-metrics
+# (correlation on a real cluster) What the correlator reads for replica readiness and pod ->
+# pool, as kube-state-metrics v2 names them (docs/metrics/workload/pod-metrics.md,
+# replicaset-metrics.md, deployment-metrics.md; every one a gauge). The twin emits them too.
+KSM_POD_INFO = "kube_pod_info"  # namespace, pod, uid, node, created_by_kind/_name, ...
+KSM_POD_STATUS_READY = "kube_pod_status_ready"  # namespace, pod, uid, condition=true|false|unknown
+KSM_POD_OWNER = "kube_pod_owner"  # namespace, pod, uid, owner_kind, owner_name, owner_is_controller
+KSM_POD_LABELS = "kube_pod_labels"  # namespace, pod, uid, label_<k8s label> (allowlisted)
+KSM_REPLICASET_OWNER = "kube_replicaset_owner"  # namespace, replicaset, owner_kind, owner_name, ...
+KSM_DEPLOYMENT_SPEC_REPLICAS = "kube_deployment_spec_replicas"  # namespace, deployment
+KSM_DEPLOYMENT_REPLICAS_READY = "kube_deployment_status_replicas_ready"
+KSM_DEPLOYMENT_REPLICAS_AVAILABLE = "kube_deployment_status_replicas_available"
+KSM_LABEL_PREFIX = "label_"  # kube_pod_labels: label_ + the label, non-[a-zA-Z0-9_] as _
+KSM_NO_OWNER = "<none>"  # owner_kind/owner_name of an object without owner references
+LABEL_CONDITION = "condition"
+LABEL_UID = "uid"
+LABEL_NODE = "node"
+LABEL_OWNER_KIND = "owner_kind"
+LABEL_OWNER_NAME = "owner_name"
+LABEL_OWNER_IS_CONTROLLER = "owner_is_controller"
+LABEL_REPLICASET = "replicaset"
+LABEL_DEPLOYMENT = "deployment"
+LABEL_CREATED_BY_KIND = "created_by_kind"
+LABEL_CREATED_BY_NAME = "created_by_name"
+
+# --------------------------------------------------------------------------- server adapters (2)
+# (collectors/servers.py) Series from servers whose counters give no outcome split (Dynamo's
+# per-component work handlers) and the Gateway API Inference Extension's pool gauges, labelled
+# by pool (LABEL_POOL above). See docs/requests.md "Canonical series".
+LABEL_ERROR_TYPE = "error_type"
+SERVER_REQUESTS_RECEIVED = _c(
+    "gpuslo_server_requests_received_total",
+    "Requests the server received, counted on arrival whatever their outcome (Dynamo "
+    "components): no availability SLI, a request rate only.",
+)
+SERVER_ERRORS = _c(
+    "gpuslo_server_errors_total",
+    "Error events by error_type as the server counts them (Dynamo components: one request may "
+    "count more than once, a client's cancel included): not an outcome count.",
+)
+SERVER_CANCELLATIONS = _c(
+    "gpuslo_server_cancellations_total", "Requests the server saw cancelled (Dynamo components)."
+)
+POOL_KV_CACHE_USAGE = _g(
+    "gpuslo_pool_kv_cache_usage_ratio",
+    "Mean KV-cache use over an inference pool's model servers (0 to 1), from its endpoint picker.",
+)
+POOL_QUEUE_AVERAGE = _g(
+    "gpuslo_pool_queue_size_average",
+    "Mean requests queued per model server of an inference pool, from its endpoint picker.",
+)
+POOL_READY_PODS = _g(
+    "gpuslo_pool_ready_pods",
+    "Ready model-server pods of an inference pool, from its endpoint picker.",
+)
+CANONICAL_HELP.update(
+    {
+        spec.name: spec.help
+        for spec in (
+            SERVER_REQUESTS_RECEIVED,
+            SERVER_ERRORS,
+            SERVER_CANCELLATIONS,
+            POOL_KV_CACHE_USAGE,
+            POOL_QUEUE_AVERAGE,
+            POOL_READY_PODS,
+        )
+    }
+)
+
+# --------------------------------------------------------------------------- GPU -> pod attribution
+# (the attribution helper's block: kubelet pod-resources, DRA ResourceSlices; docs/attribution.md)
+COLLECTOR_ATTRIBUTION = "attribution"
+SOURCE_DEVICE_PLUGIN = "device_plugin"
+SOURCE_DRA = "dra"
+ATTRIBUTION_KUBELET_SUCCESS = _g(
+    "gpuslo_attribution_kubelet_success",
+    "1 if the last kubelet pod-resources List answered (0: it failed, or there is no socket).",
+)
+ATTRIBUTION_DEVICES = _g(
+    "gpuslo_attribution_devices",
+    "GPU and MIG devices attributed to pods, by source (device_plugin, dra).",
+)
+ATTRIBUTION_UNRESOLVED = _g(
+    "gpuslo_attribution_unresolved_devices",
+    "Devices allocated through DRA that name no GPU UUID in the node's ResourceSlices, by reason.",
+)
+ATTRIBUTION_SLICES_SUCCESS = _g(
+    "gpuslo_attribution_resourceslices_success",
+    "1 if the last ResourceSlice listing worked (or the cluster serves no resource.k8s.io/v1).",
+)
+ATTRIBUTION_SLICE_DEVICES = _g(
+    "gpuslo_attribution_resourceslice_devices",
+    "Devices of the configured DRA drivers with a UUID in this node's ResourceSlices.",
+)
+ATTRIBUTION_SLICE_FAILURES = _c(
+    "gpuslo_attribution_resourceslice_list_failures_total",
+    "ResourceSlice listings that failed; the last good device map is kept.",
+)
+
+# --------------------------------------------------------------------------- tenant plane
+# (gpuslo.tenants: budget alerts, the proxy's header and service defaults)
+ALERT_TENANT_BUDGET_FORECAST = "GpusloTenantBudgetForecast"
+RULE_GROUP_TENANT_BUDGETS = "gpuslo-tenant-budgets"
+SERVICE_TENANT_BUDGET = "tenant-budget"
+TENANTS_DEFAULT_PORT = 9837
+HEADER_TENANT = "X-Gpuslo-Tenant"
+HEADER_SCOPE_ORG_ID = "X-Scope-OrgID"  # Mimir / Cortex multi-tenancy
+
+
+# --- SLO rules at fleet scale (hourly partial sums, split groups) ---------------------------
+def slo_hour_sum(series: str) -> str:
+    """A recorded base rate summed over the clock hour that just ended (one sample an hour)."""
+    return f"{series}_sum_hour"
+
+
+def slo_hour_to_date(series: str) -> str:
+    """A recorded base rate summed since the current clock hour began."""
+    return f"{series}_sum_hour_to_date"
+
+
+def slo_rule_group_part(slo: str, part: str) -> str:
+    """A further rule group of one SLO (``dashboard``, ``sli``): what no alert reads."""
+    return f"gpuslo-slo-{slo}-{part}"
