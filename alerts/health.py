@@ -7,6 +7,8 @@ from typing import Any
 
 from gpuslo.foundation import conventions as c
 
+_DEFAULT_NAMING = c.gpu_naming()  # dcgm-exporter's default generation of GPU names
+
 
 def _alert(
     name: str, expr: str, for_: str, severity: str, runbook: str, summary: str, description: str
@@ -24,8 +26,10 @@ def _alert(
     }
 
 
-def health_rules() -> list[dict[str, Any]]:
-    """One group per layer: agent, GPU, fabric."""
+def health_rules(naming: c.GpuNaming = _DEFAULT_NAMING) -> list[dict[str, Any]]:
+    """One group per layer: agent, GPU, fabric; GPU series grouped and described by
+    ``naming``'s host label (``Hostname`` before dcgm-exporter 4.8.3, ``hostname`` after)."""
+    host = f"{{{{ $labels.{naming.host_label} }}}}"
     agent = [
         _alert(
             c.ALERT_COLLECTOR_FAILING,
@@ -55,7 +59,7 @@ def health_rules() -> list[dict[str, Any]]:
             "2m",
             "page",
             "gpu-health",
-            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is lost.",
+            f"GPU {{{{ $labels.gpu }}}} on {host} is lost.",
             "gpuslo_gpu_up is 0: the GPU stopped answering NVML (XID 79, fell off the bus, "
             "or failing). The pods on it are degraded or down.",
         ),
@@ -65,7 +69,7 @@ def health_rules() -> list[dict[str, Any]]:
             "0m",
             "ticket",
             "gpu-health",
-            "XID {{ $labels.xid }} on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}.",
+            f"XID {{{{ $labels.xid }}}} on GPU {{{{ $labels.gpu }}}} of {host}.",
             "The driver reported XID errors in the last 10 minutes.",
         ),
         _alert(
@@ -74,7 +78,7 @@ def health_rules() -> list[dict[str, Any]]:
             "10m",
             "ticket",
             "gpu-health",
-            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is thermally throttled.",
+            f"GPU {{{{ $labels.gpu }}}} on {host} is thermally throttled.",
             "More than 10% of the time for 10 minutes: the GPU runs slower, and so does every "
             "replica it is part of.",
         ),
@@ -82,11 +86,12 @@ def health_rules() -> list[dict[str, Any]]:
     fabric = [
         _alert(
             c.ALERT_NVLINK_CRC_ERRORS,
-            f"sum by (Hostname, gpu) (rate({c.GPU_NVLINK_CRC_FLIT_ERRORS.name}[5m])) > 1",
+            f"sum by ({naming.host_label}, {c.LABEL_GPU}) "
+            f"(rate({c.GPU_NVLINK_CRC_FLIT_ERRORS.name}[5m])) > 1",
             "10m",
             "ticket",
             "fabric-health",
-            "NVLink CRC errors on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}.",
+            f"NVLink CRC errors on GPU {{{{ $labels.gpu }}}} of {host}.",
             "Over one CRC flit error a second for 10 minutes: collectives slow down.",
         ),
         _alert(

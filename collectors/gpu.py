@@ -17,6 +17,7 @@ from .backends.base import BackendUnavailable, DriverInfo, GpuBackend, GpuSample
 from .errors import CollectorUnavailable
 
 log = logging.getLogger(__name__)
+_DEFAULT_NAMING = c.gpu_naming()  # dcgm-exporter's default generation of GPU names
 
 # DCGM's blank sentinels (dcgm_structs.h: DCGM_INT32_BLANK 0x7ffffff0, DCGM_INT64_BLANK
 # 0x7ffffffffffffff0, each followed by a few "not found/not supported" codes) and NVML's
@@ -52,9 +53,12 @@ class GpuCollector:
         hostname: str,
         attributor: Attributor | None = None,
         procfs: str | Path = "/proc",
+        naming: c.GpuNaming = _DEFAULT_NAMING,
     ) -> None:
         self.backend = backend
         self._hostname = hostname
+        # dcgm-exporter's legacy or current (DCGM-4) names, units and host label.
+        self.naming = naming
         self._attributor = attributor
         self._procfs = procfs
         self._driver: DriverInfo | None = None
@@ -92,10 +96,14 @@ class GpuCollector:
         driver: DriverInfo,
         by_device: Mapping[str, list[PodRef]],
     ) -> list[Metric]:
-        fams = {spec.name: family(spec) for spec in c.GPU_FIELDS}
+        naming = self.naming
+        # Keyed by the legacy name backends report by; each family as the generation spells it,
+        # with the factor that turns a backend's legacy-unit value into the generation's unit.
+        fams = {spec.name: family(naming.spec(spec)) for spec in c.GPU_FIELDS}
+        factors = {spec.name: naming.factor(spec) for spec in c.GPU_FIELDS}
         up = family(c.GPU_UP)
         info = family(c.GPU_INFO)
-        xid_last = family(c.DCGM_XID_ERRORS)
+        xid_last = family(naming.spec(c.DCGM_XID_ERRORS))
         xid_total = family(c.GPU_XID_ERRORS)
         throttle = family(c.GPU_THROTTLE_SECONDS)
         energy = family(c.GPU_ENERGY_JOULES)
@@ -131,7 +139,7 @@ class GpuCollector:
             for name, value in s.fields.items():
                 fam = fams.get(name)
                 if fam is not None and not is_blank(value):
-                    add(fam, labels, value)
+                    add(fam, labels, _scaled(value, factors[name]))
             energy_mj = s.fields.get(c.DCGM_TOTAL_ENERGY.name)
             if energy_mj is not None and not is_blank(energy_mj):
                 add(energy, labels, energy_mj / 1000.0)
@@ -163,7 +171,7 @@ class GpuCollector:
                 for spec in c.MIG_FIELDS:
                     mig_value = mig.fields.get(spec.name)
                     if mig_value is not None and not is_blank(mig_value):
-                        add(fams[spec.name], mig_labels, mig_value)
+                        add(fams[spec.name], mig_labels, _scaled(mig_value, factors[spec.name]))
                 for ref in mig_owners:
                     add(pod_info, {**mig_labels, **_pod_labels(ref)}, 1.0)
             for ref in owners:
@@ -197,11 +205,19 @@ class GpuCollector:
             c.LABEL_PCI_BUS_ID: ident.pci_bus_id,
             c.LABEL_DEVICE: f"nvidia{minor}",
             c.LABEL_MODEL_NAME: ident.name,
-            c.LABEL_HOSTNAME: self._hostname,
+            self.naming.host_label: self._hostname,
             c.LABEL_CONTAINER: owner.container,
             c.LABEL_NAMESPACE: owner.namespace,
             c.LABEL_POD: owner.pod,
         }
+
+
+def _scaled(value: float, factor: float) -> float:
+    """A legacy-unit value in the generation's unit; legacy values pass through untouched.
+    Down-scaling divides (18 mJ / 1000 is 0.018 J; 18 * 0.001 is 0.018000000000000002)."""
+    if factor == 1.0:
+        return value
+    return value / (1.0 / factor) if factor < 1.0 else value * factor
 
 
 def _pod_labels(ref: PodRef) -> dict[str, str]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from gpuslo.foundation import conventions as c
 from gpuslo.foundation.prometheus import instant, on_grid, range_series
+from gpuslo.foundation.promql import number
 from gpuslo.foundation.report import Page, subplots
 
 from .allocation import (
@@ -25,6 +26,8 @@ from .allocation import (
     allocate,
 )
 from .catalog import PriceCatalog
+
+_DEFAULT_NAMING = c.gpu_naming()  # dcgm-exporter's default generation of GPU names
 
 
 @dataclass
@@ -50,21 +53,28 @@ def _grid(series: dict[str, Any], w: Window) -> np.ndarray[Any, np.dtype[np.floa
     return on_grid(series, w.start, w.step, w.n)
 
 
-def load_fleet(url: str, catalog: PriceCatalog, w: Window) -> list[GpuHistory]:
-    """Every GPU with its presence, utilization, power and holders over the window."""
+def load_fleet(
+    url: str, catalog: PriceCatalog, w: Window, naming: c.GpuNaming = _DEFAULT_NAMING
+) -> list[GpuHistory]:
+    """Every GPU with its presence, utilization, power and holders over the window, read in
+    ``naming``'s dcgm-exporter generation (names, host label, utilization unit)."""
     gpus: dict[str, GpuHistory] = {}
-    for s in _range(url, f"max by (UUID, Hostname) ({c.GPU_UP.name})", w):
-        uuid, node = s["metric"].get(c.LABEL_UUID, ""), s["metric"].get(c.LABEL_HOSTNAME, "")
+    host = naming.host_label
+    for s in _range(url, f"max by (UUID, {host}) ({c.GPU_UP.name})", w):
+        uuid, node = s["metric"].get(c.LABEL_UUID, ""), s["metric"].get(host, "")
         present = np.isfinite(_grid(s, w))
         gpus[uuid] = GpuHistory(uuid, node, present, np.full(w.n, np.nan), catalog.gpu_hour(node))
-    for s in _range(url, f"max by (UUID) ({c.DCGM_GPU_UTIL.name}) / 100", w):
+    # A 0-1 ratio from either generation: legacy exports %, current a ratio (factor 0.01).
+    per_ratio = number(100 * naming.factor(c.DCGM_GPU_UTIL))
+    for s in _range(url, f"max by (UUID) ({naming.name(c.DCGM_GPU_UTIL)}) / {per_ratio}", w):
         if (g := gpus.get(s["metric"].get(c.LABEL_UUID, ""))) is not None:
             g.util = _grid(s, w)
-    for s in _range(url, f"max by (UUID) ({c.DCGM_POWER_USAGE.name})", w):
+    for s in _range(url, f"max by (UUID) ({naming.name(c.DCGM_POWER_USAGE)})", w):
         if (g := gpus.get(s["metric"].get(c.LABEL_UUID, ""))) is not None:
             g.power_watts = _grid(s, w)
     mig_util: dict[tuple[str, str], np.ndarray[Any, np.dtype[np.float64]]] = {}
-    for s in _range(url, f"max by (UUID, GPU_I_ID) ({c.DCGM_PROF_GR_ENGINE_ACTIVE.name})", w):
+    gr_engine = naming.name(c.DCGM_PROF_GR_ENGINE_ACTIVE)
+    for s in _range(url, f"max by (UUID, GPU_I_ID) ({gr_engine})", w):
         m = s["metric"]
         mig_util[(m.get(c.LABEL_UUID, ""), m.get(c.LABEL_GPU_I_ID, ""))] = _grid(s, w)
     by = "UUID, namespace, pod, GPU_I_ID, GPU_I_PROFILE"
@@ -243,8 +253,9 @@ def build(
     w: Window,
     share_idle: str = "none",
     goodput_ttft: float | None = None,
+    naming: c.GpuNaming = _DEFAULT_NAMING,
 ) -> tuple[Costs, list[dict[str, Any]]]:
-    gpus = load_fleet(url, catalog, w)
+    gpus = load_fleet(url, catalog, w, naming)
     pods, counts = load_traffic(url, w, goodput_ttft)
     cpu_pods: list[CpuPod] = []
     prices = None

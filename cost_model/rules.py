@@ -29,17 +29,22 @@ UNATTRIBUTED_COST = c.COST_UNATTRIBUTED
 PER_1K_REQUESTS = c.COST_PER_1K_REQUESTS
 PER_1M_TOKENS = c.COST_PER_1M_TOKENS
 RATE = "5m"
+_DEFAULT_NAMING = c.gpu_naming()  # dcgm-exporter's default generation of GPU names
 MODEL_OF_POD = 'group by (namespace, pod, model) ({model!="", pod!=""})'
 
 
-def _gpu_price(catalog: PriceCatalog) -> str:
+def _gpu_price(catalog: PriceCatalog, naming: c.GpuNaming) -> str:
     """$/s per GPU; the node rules in order, so the first match wins (``or`` keeps the left
-    side's series)."""
+    side's series). Node patterns match the generation's host label (``Hostname`` or
+    ``hostname``)."""
     parts = []
+    host = naming.host_label
     for rule in catalog.nodes:
         price = catalog.gpus[rule.gpu][rule.pricing] / 3600
-        sel = f"{c.LABEL_HOSTNAME}=~{quote(rule.match)}"
-        parts.append(f"(max by (UUID, Hostname) ({c.GPU_UP.name}{{{sel}}}) * 0 + {number(price)})")
+        sel = f"{host}=~{quote(rule.match)}"
+        parts.append(
+            f"(max by ({c.LABEL_UUID}, {host}) ({c.GPU_UP.name}{{{sel}}}) * 0 + {number(price)})"
+        )
     return "\n  or ".join(parts)
 
 
@@ -57,7 +62,10 @@ def _mig_shares(catalog: PriceCatalog) -> list[str]:
     ]
 
 
-def rule_groups(catalog: PriceCatalog) -> list[dict[str, Any]]:
+def rule_groups(
+    catalog: PriceCatalog, naming: c.GpuNaming = _DEFAULT_NAMING
+) -> list[dict[str, Any]]:
+    """The cost recording rules; GPU series read in ``naming``'s dcgm-exporter generation."""
     whole = f'max by (UUID, namespace, pod) ({c.GPU_POD_INFO.name}{{{c.LABEL_GPU_I_PROFILE}=""}})'
     share = (
         f"sum by (UUID, namespace, pod) (\n  {whole}\n  / on (UUID) group_left\n"
@@ -67,7 +75,7 @@ def rule_groups(catalog: PriceCatalog) -> list[dict[str, Any]]:
     requests = f"sum by (model, tenant) (rate({c.REQUESTS_TOTAL}[{RATE}]))"
     tokens = f"sum by (model) (rate({c.TOKEN_USAGE_TOTAL}[{RATE}]))"
     rules: list[dict[str, Any]] = [
-        {"record": GPU_PRICE, "expr": _gpu_price(catalog)},
+        {"record": GPU_PRICE, "expr": _gpu_price(catalog, naming)},
         {"record": POD_SHARE, "expr": share},
         {
             "record": POD_GPU_COST,

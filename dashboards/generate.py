@@ -38,8 +38,13 @@ from gpuslo.slo_engine.rules import (
 )
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
-GPU_SEL = 'Hostname=~"$node", cluster=~"$cluster"'
 REQ_SEL = 'model=~"$model", tenant=~"$tenant"'
+_DEFAULT_NAMING = c.gpu_naming()
+
+
+def _gpu_sel(naming: c.GpuNaming) -> str:
+    """The node and cluster selector on GPU and fabric series, by the generation's host label."""
+    return f'{naming.host_label}=~"$node", cluster=~"$cluster"'
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,13 @@ def _panel(
     return p
 
 
-def _variables(d: Any, names: Iterable[str]) -> Any:
+def _variables(d: Any, names: Iterable[str], naming: c.GpuNaming = _DEFAULT_NAMING) -> Any:
     d = d.with_variable(
         dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
     )
     queries = {
         "cluster": f"label_values({c.GPU_UP.name}, cluster)",
-        "node": f'label_values({c.GPU_UP.name}{{cluster=~"$cluster"}}, {c.LABEL_HOSTNAME})',
+        "node": f'label_values({c.GPU_UP.name}{{cluster=~"$cluster"}}, {naming.host_label})',
         "model": f"label_values({c.REQUESTS_TOTAL}, model)",
         "tenant": f'label_values({c.REQUESTS_TOTAL}{{model=~"$model"}}, tenant)',
     }
@@ -104,7 +109,9 @@ def _variables(d: Any, names: Iterable[str]) -> Any:
     return d
 
 
-def _dashboard(uid: str, title: str, variables: Iterable[str]) -> Any:
+def _dashboard(
+    uid: str, title: str, variables: Iterable[str], naming: c.GpuNaming = _DEFAULT_NAMING
+) -> Any:
     d = (
         dashboard.Dashboard(title)
         .uid(uid)
@@ -114,7 +121,7 @@ def _dashboard(uid: str, title: str, variables: Iterable[str]) -> Any:
         .timezone("utc")
         .editable()
     )
-    return _variables(d, variables)
+    return _variables(d, variables, naming)
 
 
 def _firing(slo: SLO) -> list[Query]:
@@ -201,36 +208,43 @@ def slo_detail(slo: SLO, qualified: bool = False) -> Any:
     return d
 
 
-def gpu_fleet() -> Any:
-    d = _dashboard("gpuslo-gpu-fleet", "gpuslo / GPU fleet", ["cluster", "node"])
+def gpu_fleet(naming: c.GpuNaming = _DEFAULT_NAMING) -> Any:
+    """GPUs up, utilization, power, temperature, throttling and XIDs per node, in the series
+    names and host label of one dcgm-exporter generation."""
+    d = _dashboard("gpuslo-gpu-fleet", "gpuslo / GPU fleet", ["cluster", "node"], naming)
+    host, sel = naming.host_label, _gpu_sel(naming)
+    legend = f"{{{{{host}}}}}"
+    gpu_legend = f"{{{{{host}}}}}/{{{{gpu}}}}"
+    # Utilization is a percentage in legacy naming and a 0-1 ratio in current (factor 0.01).
+    util_unit = "percent" if naming.factor(c.DCGM_GPU_UTIL) == 1.0 else "percentunit"
     panels = [
         (
             "GPUs up",
-            [Query(f"sum by (Hostname) ({c.GPU_UP.name}{{{GPU_SEL}}})", "{{Hostname}}")],
+            [Query(f"sum by ({host}) ({c.GPU_UP.name}{{{sel}}})", legend)],
             "",
         ),
         (
             "GPU utilization",
-            [Query(f"avg by (Hostname) ({c.DCGM_GPU_UTIL.name}{{{GPU_SEL}}})", "{{Hostname}}")],
-            "percent",
+            [Query(f"avg by ({host}) ({naming.name(c.DCGM_GPU_UTIL)}{{{sel}}})", legend)],
+            util_unit,
         ),
         (
             "Power",
-            [Query(f"sum by (Hostname) ({c.DCGM_POWER_USAGE.name}{{{GPU_SEL}}})", "{{Hostname}}")],
+            [Query(f"sum by ({host}) ({naming.name(c.DCGM_POWER_USAGE)}{{{sel}}})", legend)],
             "watt",
         ),
         (
             "Temperature (max)",
-            [Query(f"max by (Hostname) ({c.DCGM_GPU_TEMP.name}{{{GPU_SEL}}})", "{{Hostname}}")],
+            [Query(f"max by ({host}) ({naming.name(c.DCGM_GPU_TEMP)}{{{sel}}})", legend)],
             "celsius",
         ),
         (
             "Throttled seconds per second",
             [
                 Query(
-                    f"sum by (Hostname, gpu, reason) (rate({c.GPU_THROTTLE_SECONDS.name}"
-                    f"{{{GPU_SEL}}}[$__rate_interval]))",
-                    "{{Hostname}}/{{gpu}} {{reason}}",
+                    f"sum by ({host}, gpu, reason) (rate({c.GPU_THROTTLE_SECONDS.name}"
+                    f"{{{sel}}}[$__rate_interval]))",
+                    f"{gpu_legend} {{{{reason}}}}",
                 )
             ],
             "",
@@ -239,8 +253,8 @@ def gpu_fleet() -> Any:
             "XID errors",
             [
                 Query(
-                    f"sum by (Hostname, gpu, xid) ({c.GPU_XID_ERRORS.name}{{{GPU_SEL}}})",
-                    "{{Hostname}}/{{gpu}} xid {{xid}}",
+                    f"sum by ({host}, gpu, xid) ({c.GPU_XID_ERRORS.name}{{{sel}}})",
+                    f"{gpu_legend} xid {{{{xid}}}}",
                 )
             ],
             "",
@@ -251,18 +265,21 @@ def gpu_fleet() -> Any:
     return d
 
 
-def fabric() -> Any:
+def fabric(naming: c.GpuNaming = _DEFAULT_NAMING) -> Any:
+    """NVLink and InfiniBand/RoCE health per node, by the generation's host label."""
     d = _dashboard(
-        "gpuslo-fabric", "gpuslo / fabric (NVLink, InfiniBand/RoCE)", ["cluster", "node"]
+        "gpuslo-fabric", "gpuslo / fabric (NVLink, InfiniBand/RoCE)", ["cluster", "node"], naming
     )
+    host, sel = naming.host_label, _gpu_sel(naming)
+    legend = f"{{{{{host}}}}}"
     panels = [
         (
             "NVLink CRC flit errors /s",
             [
                 Query(
-                    f"sum by (Hostname, gpu) (rate({c.GPU_NVLINK_CRC_FLIT_ERRORS.name}"
-                    f"{{{GPU_SEL}}}[$__rate_interval]))",
-                    "{{Hostname}}/{{gpu}}",
+                    f"sum by ({host}, gpu) (rate({c.GPU_NVLINK_CRC_FLIT_ERRORS.name}"
+                    f"{{{sel}}}[$__rate_interval]))",
+                    f"{legend}/{{{{gpu}}}}",
                 )
             ],
             "",
@@ -271,8 +288,8 @@ def fabric() -> Any:
             "InfiniBand port state (4 = active)",
             [
                 Query(
-                    f"min by (Hostname, device) ({c.IB_STATE_ID.name}{{{GPU_SEL}}})",
-                    "{{Hostname}} {{device}}",
+                    f"min by ({host}, device) ({c.IB_STATE_ID.name}{{{sel}}})",
+                    f"{legend} {{{{device}}}}",
                 )
             ],
             "",
@@ -281,9 +298,9 @@ def fabric() -> Any:
             "InfiniBand link error recoveries /s",
             [
                 Query(
-                    f"sum by (Hostname) (rate({c.IB_PREFIX}link_error_recovery_total"
-                    f"{{{GPU_SEL}}}[$__rate_interval]))",
-                    "{{Hostname}}",
+                    f"sum by ({host}) (rate({c.IB_PREFIX}link_error_recovery_total"
+                    f"{{{sel}}}[$__rate_interval]))",
+                    legend,
                 )
             ],
             "",
@@ -292,9 +309,9 @@ def fabric() -> Any:
             "InfiniBand transmitted",
             [
                 Query(
-                    f"sum by (Hostname) (rate({c.IB_PREFIX}port_data_transmitted_bytes_total"
-                    f"{{{GPU_SEL}}}[$__rate_interval]))",
-                    "{{Hostname}}",
+                    f"sum by ({host}) (rate({c.IB_PREFIX}port_data_transmitted_bytes_total"
+                    f"{{{sel}}}[$__rate_interval]))",
+                    legend,
                 )
             ],
             "Bps",
@@ -414,12 +431,12 @@ def drift_dashboard() -> Any:
     return d
 
 
-def all_dashboards(slos: Sequence[SLO]) -> dict[str, Any]:
-    """Every dashboard, built, by file name."""
+def all_dashboards(slos: Sequence[SLO], naming: c.GpuNaming = _DEFAULT_NAMING) -> dict[str, Any]:
+    """Every dashboard, built, by file name; GPU series in ``naming``'s generation."""
     built = [
         slo_overview(slos),
-        gpu_fleet(),
-        fabric(),
+        gpu_fleet(naming),
+        fabric(naming),
         requests(),
         cost_dashboard(),
         drift_dashboard(),
@@ -431,12 +448,14 @@ def all_dashboards(slos: Sequence[SLO]) -> dict[str, Any]:
     return {f"{b.build().uid}.json": b.build() for b in built}
 
 
-def write(out: Path, slos: Sequence[SLO], folder: str = "gpuslo") -> list[Path]:
+def write(
+    out: Path, slos: Sequence[SLO], folder: str = "gpuslo", naming: c.GpuNaming = _DEFAULT_NAMING
+) -> list[Path]:
     """The dashboards' JSON and a Grafana provisioning file pointing at them."""
     out.mkdir(parents=True, exist_ok=True)
     encoder = JSONEncoder(sort_keys=True, indent=2)
     paths = []
-    for name, model in all_dashboards(slos).items():
+    for name, model in all_dashboards(slos, naming).items():
         path = out / name
         path.write_text(encoder.encode(model) + "\n")
         paths.append(path)

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from gpuslo.cli.agent_cmd import UsageError
+from gpuslo.cli.dcgm_names import add_dcgm_names, naming_from
 
 EPILOG = """\
 examples:
   gpuslo dashboards generate slos/*.yaml -o grafana/dashboards/
+  gpuslo dashboards generate slos/*.yaml --dcgm-names current -o grafana/dashboards/
+                                  for dcgm-exporter 4.9.0+ (DCGM-4 names, hostname label)
   gpuslo dashboards check slos/*.yaml --prometheus http://prometheus:9090 --model llama-3-70b
 """
 
@@ -31,6 +34,7 @@ def add_parser(sub: Any) -> None:
     g = d_sub.add_parser("generate", help="write dashboard JSON and a provisioning file")
     g.add_argument("specs", nargs="+", metavar="SPEC")
     g.add_argument("-o", "--output", required=True, type=Path, metavar="DIR")
+    add_dcgm_names(g)
     g.set_defaults(func=generate)
     c = d_sub.add_parser(
         "check",
@@ -44,6 +48,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--model", default=".*", help="value for $model (default: all)")
     c.add_argument("--from", dest="start", default="now-6h", metavar="TIME")
     c.add_argument("--to", dest="end", default="now", metavar="TIME")
+    add_dcgm_names(c)
     c.set_defaults(func=check)
 
 
@@ -53,7 +58,7 @@ def generate(args: argparse.Namespace) -> int:
     from gpuslo.slo_engine import load_specs
 
     slos, _ = load_specs(args.specs)
-    for path in write(prepare_output_dir(args.output), slos):
+    for path in write(prepare_output_dir(args.output), slos, naming=naming_from(args)):
         print(path)
     return 0
 
@@ -80,7 +85,9 @@ def check(args: argparse.Namespace) -> int:
         "__interval": "1m",
     }
     try:
-        missing = run_check(args.prometheus, all_dashboards(slos), values, start, end)
+        missing = run_check(
+            args.prometheus, all_dashboards(slos, naming_from(args)), values, start, end
+        )
     except HistoryError as err:
         raise UsageError(str(err)) from None
     # A firing-tier panel is empty while nothing burns: that is not a broken panel.

@@ -42,6 +42,8 @@ SLO = "chat-ttft"
 COST_SLO = "chat-cost"
 POOL = "llama-70b"
 JOURNAL_COLUMNS = ("created", "policy", "kind", "status", "reason", "target")
+# The twin's agents serve the default dcgm-exporter generation; the demo reads GPU series so.
+NAMING = c.gpu_naming()
 
 
 @dataclass
@@ -140,7 +142,7 @@ def run_demo(
         yaml.safe_dump(
             {
                 "groups": cost_rule_groups(
-                    load_catalog(data_path("gpuslo.cli.demo_data", "catalog.yaml"))
+                    load_catalog(data_path("gpuslo.cli.demo_data", "catalog.yaml")), NAMING
                 )
             }
         )
@@ -307,7 +309,10 @@ def write_report(
 ) -> Path:
     """PNG charts and index.html from Prometheus's own record of the run."""
     sel = f'{{slo="{SLO}"}}'
-    throttled_gpu = f'{{{c.LABEL_HOSTNAME}="gpu-node-00",{c.LABEL_GPU}="0"}}'
+    throttled_gpu = f'{{{NAMING.host_label}="gpu-node-00",{c.LABEL_GPU}="0"}}'
+    util = f"{NAMING.name(c.DCGM_GPU_UTIL)}{throttled_gpu}"
+    util_factor = NAMING.factor(c.DCGM_GPU_UTIL)  # 1 for legacy %, 0.01 for a current ratio
+    util_percent = util if util_factor == 1.0 else f"{util} * {1 / util_factor:g}"
     charts = {
         "burn-rate.png": (
             "Burn rate",
@@ -341,8 +346,8 @@ def write_report(
         "gpu.png": (
             "Throttled GPU: temperature (C) and utilisation (%)",
             {
-                "temperature": f"{c.DCGM_GPU_TEMP.name}{throttled_gpu}",
-                "utilisation": f"{c.DCGM_GPU_UTIL.name}{throttled_gpu}",
+                "temperature": f"{NAMING.name(c.DCGM_GPU_TEMP)}{throttled_gpu}",
+                "utilisation": util_percent,
             },
             None,
         ),

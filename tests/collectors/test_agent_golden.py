@@ -94,8 +94,9 @@ def test_no_family_is_emitted_twice_across_collectors(vllm_target):
 
 
 @pytest.mark.component
-def test_promtool_accepts_the_whole_scrape(vllm_target):
-    text = scrape(vllm_target).replace("<timing>", "0.001")
+@pytest.mark.parametrize("naming", [(), ("--dcgm-names", "current")], ids=["legacy", "current"])
+def test_promtool_accepts_the_whole_scrape(vllm_target, naming):
+    text = scrape(vllm_target, *naming).replace("<timing>", "0.001")
     out = subprocess.run(
         [need("promtool"), "check", "metrics"], input=text, capture_output=True, text=True
     )
@@ -103,3 +104,35 @@ def test_promtool_accepts_the_whole_scrape(vllm_target):
     # counters without _total are kept on purpose) and 1 when the text does not parse.
     assert out.returncode in (0, 3), out.stderr
     assert "error while linting" not in out.stderr, out.stderr
+
+
+def _samples(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value) if value != "<timing>" else 0.0
+    return out
+
+
+def test_current_names_scrape_is_the_legacy_scrape_renamed_and_rescaled(vllm_target):
+    """``--dcgm-names current`` changes GPU names, units and the host label, and nothing else:
+    every other collector's series are the same, sample for sample."""
+    from tests.naming import CURRENT, RENAMED, has_name
+
+    legacy = _samples(scrape(vllm_target))
+    current = _samples(scrape(vllm_target, "--dcgm-names", "current"))
+    expected = {}
+    for key, value in legacy.items():
+        name = key.split("{", 1)[0]
+        spec = RENAMED.get(name)
+        key = key.replace('Hostname="', 'hostname="')
+        if spec is not None:
+            key = CURRENT.name(spec) + key[len(name) :]
+            value *= CURRENT.factor(spec)
+        expected[key] = value
+    assert sorted(current) == sorted(expected)
+    for key, value in expected.items():
+        assert current[key] == pytest.approx(value, rel=1e-12), key
+    text = "\n".join(current)
+    assert not any(has_name(text, name) for name in RENAMED) and "Hostname=" not in text

@@ -223,3 +223,142 @@ def test_a_bug_while_opening_the_backend_is_a_broken_collector_not_absent_hardwa
     snap = Agent([col]).sample(col)
     assert not snap.success and snap.error == "KeyError: 'bug in open'"
     assert "Traceback" in caplog.text
+
+
+# --------------------------------------------------------------------------- naming generations
+CURRENT = c.gpu_naming("current")
+LEGACY = c.gpu_naming("legacy")
+# One GPU's sample in the backends' legacy units (NVML's and dcgm-exporter <= 4.8: MHz, mJ, %,
+# MiB), values chosen so every unit change shows.
+RECORDED = {
+    c.DCGM_SM_CLOCK.name: 1410.0,
+    c.DCGM_MEM_CLOCK.name: 2619.0,
+    c.DCGM_MEMORY_TEMP.name: 47.0,
+    c.DCGM_GPU_TEMP.name: 41.0,
+    c.DCGM_POWER_USAGE.name: 312.5,
+    c.DCGM_TOTAL_ENERGY.name: 987_654_321.0,
+    c.DCGM_PCIE_TX_THROUGHPUT.name: 600.0,
+    c.DCGM_PCIE_RX_THROUGHPUT.name: 900.0,
+    c.DCGM_PCIE_REPLAY.name: 2.0,
+    c.DCGM_GPU_UTIL.name: 87.0,
+    c.DCGM_MEM_COPY_UTIL.name: 35.0,
+    c.DCGM_ENC_UTIL.name: 3.0,
+    c.DCGM_DEC_UTIL.name: 9.0,
+    c.DCGM_FB_FREE.name: 60549.0,
+    c.DCGM_FB_USED.name: 20480.0,
+    c.DCGM_FB_RESERVED.name: 530.0,
+    c.DCGM_ECC_SBE_VOL.name: 3.0,
+    c.DCGM_ECC_DBE_VOL.name: 0.0,
+    c.DCGM_ECC_SBE_AGG.name: 5.0,
+    c.DCGM_ECC_DBE_AGG.name: 1.0,
+    c.DCGM_UNCORRECTABLE_REMAPPED_ROWS.name: 1.0,
+    c.DCGM_CORRECTABLE_REMAPPED_ROWS.name: 4.0,
+    c.DCGM_ROW_REMAP_FAILURE.name: 0.0,
+    c.DCGM_ROW_REMAP_PENDING.name: 1.0,
+    c.DCGM_PROF_GR_ENGINE_ACTIVE.name: 0.8,
+    c.DCGM_PROF_SM_ACTIVE.name: 0.72,
+    c.DCGM_PROF_SM_OCCUPANCY.name: 0.4,
+    c.DCGM_PROF_PIPE_TENSOR_ACTIVE.name: 0.425,
+    c.DCGM_PROF_DRAM_ACTIVE.name: 0.55,
+}
+MIG_RECORDED = {c.DCGM_FB_USED.name: 9728.0, c.DCGM_FB_FREE.name: 30208.0}
+
+
+def recorded_node(tmp_path):
+    """A fixture recording of one GPU (with one MIG instance) holding RECORDED."""
+    from gpuslo.collectors.backends.base import MigSample
+
+    ident = GpuIdentity(0, "GPU-1c2d3e4f", "NVIDIA H100 80GB HBM3", "00000000:19:00.0", 0)
+    mig = MigSample(1, 0, "3g.40gb", "MIG-5e6f", fields=dict(MIG_RECORDED))
+    rec = tmp_path / "node.json"
+    write_recording(rec, [[GpuSample(ident, fields=dict(RECORDED), mig=[mig])]], "570.1", [])
+    return rec
+
+
+def scrape_as(rec, naming):
+    return scrape(GpuCollector(FixtureBackend(rec), hostname="gpu-node-7", naming=naming))
+
+
+def test_current_names_export_every_field_under_its_dcgm4_name_in_base_units(tmp_path):
+    rec = recorded_node(tmp_path)
+    legacy, current = scrape_as(rec, LEGACY), scrape_as(rec, CURRENT)
+    for spec in c.GPU_FIELDS:
+        new = CURRENT.name(spec)
+        assert new == c.DCGM_CURRENT_NAMES[spec.name].name
+        got = {k: v for k, v in values(current, new).items() if "GPU_I_ID" not in k}
+        assert list(got.values()) == [
+            pytest.approx(RECORDED[spec.name] * CURRENT.factor(spec), rel=1e-12)
+        ], spec.name
+        assert f"# TYPE {new} {spec.type}\n" in current
+        if new != spec.name:  # a renamed field is served under its new name only
+            assert values(current, spec.name) == {}, spec.name
+        old = {k: v for k, v in values(legacy, spec.name).items() if "GPU_I_ID" not in k}
+        assert list(old.values()) == [RECORDED[spec.name]]
+    # the unit changes dcgm-exporter 4.9.0 lists, on the values themselves
+    assert list(values(current, "DCGM_FI_DEV_SM_CLOCK_HERTZ").values()) == [1.41e9]
+    assert list(values(current, "DCGM_FI_DEV_MEMORY_CLOCK_HERTZ").values()) == [2.619e9]
+    assert list(values(current, "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL").values()) == [987654.321]
+    assert list(values(current, "DCGM_FI_DEV_GPU_UTIL_RATIO").values()) == [0.87]
+    whole = {k: v for k, v in values(current, "DCGM_FI_DEV_FB_USED_BYTES").items()}
+    assert sorted(whole.values()) == [9728 * 2**20, 20480 * 2**20]
+    assert "# HELP DCGM_FI_DEV_SM_CLOCK_HERTZ SM clock frequency (in Hz).\n" in current
+    assert "(in MHz)" not in current and "(in mJ)" not in current and "(in MiB)" not in current
+    assert "(in %)" not in current
+    # the XID gauge too, and the host label of dcgm-exporter 4.8.3 and later on every series
+    assert values(current, "DCGM_FI_DEV_XID_ERROR") and not values(
+        current, "DCGM_FI_DEV_XID_ERRORS"
+    )
+    samples = [line for line in current.splitlines() if line and not line.startswith("#")]
+    gpu_samples = [s for s in samples if s.startswith(("DCGM_", "gpuslo_gpu_"))]
+    assert gpu_samples and all('hostname="gpu-node-7"' in s for s in gpu_samples)
+    assert "Hostname=" not in current and 'Hostname="gpu-node-7"' in legacy
+
+
+def test_mig_instances_carry_current_names_and_bytes(tmp_path):
+    current = scrape_as(recorded_node(tmp_path), CURRENT)
+    for spec in c.MIG_FIELDS:
+        mig = {k: v for k, v in values(current, CURRENT.name(spec)).items() if "GPU_I_ID" in k}
+        assert len(mig) == 1, spec.name
+        ((labels, value),) = mig.items()
+        assert 'GPU_I_ID="1"' in labels and 'GPU_I_PROFILE="3g.40gb"' in labels
+        assert 'hostname="gpu-node-7"' in labels
+        assert value == MIG_RECORDED[spec.name] * 2**20
+
+
+def test_gpuslo_own_series_keep_their_names_and_units_in_both_generations(tmp_path):
+    rec = recorded_node(tmp_path)
+    legacy, current = scrape_as(rec, LEGACY), scrape_as(rec, CURRENT)
+    for spec in (c.GPU_UP, c.GPU_ENERGY_JOULES):
+        old = sorted(values(legacy, spec.name).values())
+        assert old and old == sorted(values(current, spec.name).values())
+    assert list(values(current, c.GPU_ENERGY_JOULES.name).values()) == [987654.321]
+
+
+def test_sim_node_exposition_in_current_names_matches_golden(clock, golden):
+    backend = sim(clock, count=2, mig=[[], ["3g.40gb", "1g.10gb"]])
+    backend.set_load(0, 0.9, memory_used_mib=60000)
+    col = GpuCollector(backend, hostname="node-a", naming=CURRENT)
+    Agent([col], clock=clock).sample(col)
+    clock.advance(5)
+    agent = Agent([col], clock=clock)
+    agent.sample_all()
+    clock.advance(0.5)
+    golden("gpu_sim_current.prom", agent.render())
+
+
+def test_agent_serves_current_names_with_the_flag_and_legacy_by_default(tmp_path):
+    from tests.conftest import run_gpuslo
+
+    rec = recorded_node(tmp_path)
+    common = ("agent", "--once", "--gpu-backend", "fixture", "--gpu-fixture", str(rec))
+    common += ("--no-collector.infiniband", "--hostname", "gpu-node-7")
+    common += ("--pod-resources-socket", "/nonexistent/kubelet.sock")
+    default = run_gpuslo(*common)
+    assert default.returncode == 0, default.stderr
+    assert 'DCGM_FI_DEV_GPU_UTIL{gpu="0"' in default.stdout and "Hostname=" in default.stdout
+    current = run_gpuslo(*common, "--dcgm-names", "current")
+    assert current.returncode == 0, current.stderr
+    assert values(current.stdout, "DCGM_FI_DEV_GPU_UTIL_RATIO")
+    assert "DCGM_FI_DEV_GPU_UTIL{" not in current.stdout and "Hostname=" not in current.stdout
+    bad = run_gpuslo(*common, "--dcgm-names", "dcgm4")
+    assert bad.returncode == 2 and "--dcgm-names" in bad.stderr and "Traceback" not in bad.stderr

@@ -161,3 +161,26 @@ def test_cli_writes_dashboards_and_provisioning(lab, tmp_path):
         for p in detail["panels"]
         for t in p.get("targets", [])
     )
+
+
+def test_current_names_gpu_and_fabric_panels_return_data_from_a_current_names_fleet(lab):
+    """The same run as a fleet exporting DCGM-4 names (dcgm-exporter 4.9.0, or agents with
+    ``--dcgm-names current``): every GPU and fabric panel generated with that naming finds its
+    series, selected through the ``hostname`` label."""
+    from gpuslo.dashboards.generate import fabric, gpu_fleet
+    from gpuslo.foundation import conventions as c
+    from tests.naming import has_name, to_current
+
+    _, _, tmp = lab
+    history = tmp / "history.current.om"
+    history.write_text(to_current((tmp / "run" / "history.om").read_text()))
+    naming = c.gpu_naming("current")
+    built = {"fleet.json": gpu_fleet(naming).build(), "fabric.json": fabric(naming).build()}
+    exprs = " ".join(e for m in built.values() for _, e in panel_queries(m))
+    assert has_name(exprs, "DCGM_FI_DEV_GPU_UTIL_RATIO") and not has_name(exprs, "Hostname")
+    values = {**VALUES, "node": "gpu-node-.*"}  # an empty host label would not match
+    with Prometheus(tmp / "prom-current") as prom:
+        prom.backfill_openmetrics(history)
+        prom.restart()
+        missing = check(prom.url, built, values, START + 900, START + 7200)
+    assert missing == [], "\n".join(f"{d}: {p}: {e}" for d, p, e in missing)
