@@ -5,3 +5,29 @@ if __name__ != "gpuslo.rollouts":  # the folder is gpuslo.rollouts; one module, 
     raise ImportError(
         "import gpuslo.rollouts, not rollouts: this folder is part of the gpuslo package"
     )
+
+from .analysis import CheckResult, Result, Sample, analyze, cdf, quantile
+from .controller import CanaryController, Status
+from .prom import PrometheusSource, check_queries, queries
+from .spec import CanarySpec, Check, load_spec
+from .templates import argo_analysis_template, flagger_canary_metrics, flagger_metric_templates
+
+__all__ = [
+    "CanaryController",
+    "CanarySpec",
+    "Check",
+    "CheckResult",
+    "PrometheusSource",
+    "Result",
+    "Sample",
+    "Status",
+    "analyze",
+    "argo_analysis_template",
+    "cdf",
+    "check_queries",
+    "flagger_canary_metrics",
+    "flagger_metric_templates",
+    "load_spec",
+    "quantile",
+    "queries",
+]
