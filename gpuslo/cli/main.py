@@ -11,6 +11,7 @@ from gpuslo.cli import (
     agent_cmd,
     alerts_cmd,
     backtest_cmd,
+    canary_cmd,
     cost_cmd,
     dashboards_cmd,
     demo_cmd,
@@ -18,6 +19,7 @@ from gpuslo.cli import (
     examples_cmd,
     remediate_cmd,
     slo_cmd,
+    tenants_cmd,
     twin_cmd,
 )
 
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboards_cmd.add_parser(sub)
     drift_cmd.add_parser(sub)
     remediate_cmd.add_parser(sub)
+    canary_cmd.add_parser(sub)
+    tenants_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
     examples_cmd.add_parser(sub)
