@@ -9,9 +9,14 @@ one real Prometheus (each run on its own day). For each run, the SLOs of the aff
 page episode is explained with ``slo_engine.correlate.explain`` and its ranked causes are
 compared with the fault that was active when the symptom began (kind and GPU, node or tenant).
 
+Replica readiness and pod -> pool come from the kube-state-metrics series the twin emits
+(pools by owner, the default); GPU series are spelled in ``--dcgm-names`` (the twin writes
+and the correlator reads the same generation).
+
 Also timed: ranking 10,000 candidate series for one episode.
 
-    .venv/bin/python bench/correlation.py [--seeds 10] [--write docs/benchmarks.md]
+    .venv/bin/python bench/correlation.py [--seeds 10] [--dcgm-names legacy|current] \
+        [--write docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.results import write_block  # noqa: E402
+from gpuslo.foundation import conventions as c  # noqa: E402
 from gpuslo.foundation.durations import format_duration, parse_duration  # noqa: E402
 from gpuslo.foundation.promlab import Prometheus  # noqa: E402
 from gpuslo.simulator.fleet import Fleet  # noqa: E402
 from gpuslo.simulator.offline import run_offline  # noqa: E402
 from gpuslo.simulator.scenario import Scenario, load_scenario  # noqa: E402
 from gpuslo.slo_engine import load_specs  # noqa: E402
-from gpuslo.slo_engine.correlate import SIGNALS, Candidate, explain, rank  # noqa: E402
+from gpuslo.slo_engine.correlate import SIGNALS, Candidate, Config, explain, rank  # noqa: E402
 from gpuslo.slo_engine.evaluator import evaluate  # noqa: E402
 from gpuslo.slo_engine.history import sli_from_prometheus  # noqa: E402
 
@@ -189,9 +195,12 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all")
     ap.add_argument("--verbose", action="store_true", help="print every episode's verdict")
+    ap.add_argument("--dcgm-names", choices=c.DCGM_GENERATIONS, default=c.DEFAULT_DCGM_GENERATION)
     ap.add_argument("--write", type=Path, help="write the results into this Markdown file")
     args = ap.parse_args()
     names = args.scenario or list(SCENARIOS)
+    naming = c.gpu_naming(args.dcgm_names)
+    config = Config(naming=naming)
     started = time.perf_counter()
     runs = []
     t0 = float(int(time.time() // DAY * DAY) - 90 * DAY)
@@ -204,7 +213,7 @@ def main() -> int:
             for seed in range(1, args.seeds + 1):
                 out = tmp / f"{name}-{seed}"
                 start = t0 + k * DAY
-                run_offline(variant(base, seed), out, start)
+                run_offline(variant(base, seed), out, start, naming=naming)
                 models = sorted({p.model for p in base.pools})
                 runs.append((name, seed, out, start, parse_duration(base.duration), models))
                 k += 1
@@ -229,7 +238,7 @@ def main() -> int:
                         ev = evaluate(slo, data)
                         pages = [e for e in ev.episodes if e.tier == "page-fast"]
                         for episode in pages:
-                            exp = explain(prom.url, slo, episode.start, STEP)
+                            exp = explain(prom.url, slo, episode.start, STEP, config=config)
                             truth = truth_for(incidents, exp.onset, exp.detected)
                             tally = per_scenario[name]
                             tally["episodes"] += 1
@@ -270,8 +279,9 @@ def main() -> int:
             f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} "
             f"cores, Python {platform.python_version()}.",
             "",
-            f"Command: `.venv/bin/python bench/correlation.py --seeds {args.seeds} --write "
-            "docs/benchmarks.md`",
+            f"Command: `.venv/bin/python bench/correlation.py --seeds {args.seeds} "
+            + (f"--dcgm-names {args.dcgm_names} " if args.dcgm_names != "legacy" else "")
+            + "--write docs/benchmarks.md`",
             "",
             "| scenario | runs | page episodes | with a fault active | true cause first | "
             "in the top 3 |",

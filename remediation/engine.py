@@ -84,8 +84,11 @@ class CauseCheck:
     """The most probable cause of the burn an alert reports, from ``gpuslo explain``'s
     correlation against Prometheus. The alert's ``slo`` label names the SLO."""
 
-    def __init__(self, url: str, slos: Sequence[Any], step: float = 60.0) -> None:
-        self.url, self.slos, self.step = url, list(slos), step
+    def __init__(
+        self, url: str, slos: Sequence[Any], step: float = 60.0, config: Any = None
+    ) -> None:
+        """``config``: the correlator's ``Config`` (GPU naming, pool identity; None: defaults)."""
+        self.url, self.slos, self.step, self.config = url, list(slos), step, config
 
     @classmethod
     def from_settings(cls, settings: Any, policy_path: str | os.PathLike[str]) -> CauseCheck:
@@ -109,7 +112,9 @@ class CauseCheck:
             return None, f"{what} named {name!r} in settings.slo_specs"
         slo = found[0]
         try:
-            result = explain(self.url, slo, alert.startsAt.timestamp(), self.step)
+            result = explain(
+                self.url, slo, alert.startsAt.timestamp(), self.step, config=self.config
+            )
         except (HistoryError, OSError, ValueError) as err:
             return None, f"cause analysis failed: {err}"
         if not result.causes:

@@ -8,6 +8,7 @@ if __name__ != "gpuslo.simulator":  # the folder is gpuslo.simulator; one module
 
 from .fabric_sysfs import IbPort, write_infiniband_tree
 from .fleet import Fleet
+from .ksm import ksm_families
 from .live import LiveTwin
 from .offline import run_offline
 from .scenario import Scenario, load_scenario, resolve_scenario, shipped_scenarios
@@ -17,6 +18,7 @@ __all__ = [
     "IbPort",
     "LiveTwin",
     "Scenario",
+    "ksm_families",
     "load_scenario",
     "resolve_scenario",
     "run_offline",

@@ -21,6 +21,7 @@ from gpuslo.collectors.backends.sim import PROFILES, gpu_uuid
 from gpuslo.foundation.durations import parse_duration
 
 from .scenario import Fallback, Pool, Scenario, mig_compute, node_names_of
+from .versions import Versions
 
 MAX_QUEUE_S = 30.0
 BASE_ERROR_SHARE = 0.0005
@@ -158,6 +159,8 @@ class PoolState:
     backlog: float = 0.0  # output tokens waiting
     load: float = 0.0  # last step's ρ
     ttft_mean: float = 0.0
+    healths: list[float] = field(default_factory=list)  # last step's, per replica
+    in_flight: float = 0.0  # requests being served (Little's law: rate x mean duration)
 
     @property
     def ready(self) -> int:
@@ -188,6 +191,7 @@ class Fleet:
         self.totals: dict[tuple[str, str], TenantTotals] = {}
         for state in self.pools.values():
             self._reconcile(state, initial=True)
+        self.versions = Versions(self)  # canary model versions and their split (versions.py)
         self.incidents = [
             Incident(
                 f.kind,
@@ -397,6 +401,7 @@ class Fleet:
                 self.tenant_input_tokens(i),
                 tenant.output_tokens,
             )
+        self.versions.split(demand)
         for name, state in self.pools.items():
             self._serve(state, demand[name], dt)
         self._gpu_physics(dt)
@@ -436,7 +441,10 @@ class Fleet:
         slowest = min(serving) if serving else 1.0
         tpot = spec.tpot_base / slowest * (1 + 0.3 * min(rho, 1.0))
         state.ttft_mean = ttft
-        for tenant, (rps, tokens_in, tokens_out) in demand.items():
+        state.healths = healths
+        state.in_flight = 0.0
+        drawn = self.versions.record(state, demand, dt, ttft, tpot, shed_share, capacity)
+        for tenant, (rps, tokens_in, tokens_out) in ({} if drawn else demand).items():
             totals = self.totals.setdefault(
                 (spec.name, tenant), TenantTotals(model=spec.model, namespace=spec.namespace)
             )
@@ -448,6 +456,8 @@ class Fleet:
             totals.outcomes["error"] += errors
             totals.outcomes["success"] += ok
             served = ok + errors
+            if dt > 0:
+                state.in_flight += served / dt * (ttft + tpot * tokens_out)
             totals.input_tokens += served * tokens_in
             totals.output_tokens += ok * tokens_out
             totals.ttft.observe_exponential(served, ttft)

@@ -3,7 +3,9 @@
 - one real agent per simulated node (the ``sim`` GPU backend and a sysfs tree of the node's
   InfiniBand ports, driven by the model: ``FleetAgents``, as offline mode records them),
   each on its own loopback port, for Prometheus to scrape;
-- the twin's own endpoint: request telemetry of every pool (``/metrics``), and the pool API
+- the twin's own endpoint (``/metrics``): request telemetry of every pool, each serving pod's
+  requests in flight, and what the cluster's kube-state-metrics would serve about the replica
+  pods and their Deployments (readiness, owners, labels); and the pool API
   the remediation hook's ``twin`` actuator drives: ``GET``/``PUT /v1/pools/{ns}/{name}``
   (``{"replicas": n}``) and ``/v1/routes/{ns}/{pool}`` (``{"weights": {pool: w, fallback: w}}``).
 """
@@ -20,6 +22,7 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from gpuslo.collectors import AgentServer
+from gpuslo.foundation import conventions as c
 from gpuslo.foundation.exposition import render
 
 from .fleet import Fleet
@@ -36,7 +39,9 @@ class LiveTwin:
         speed: float = 1.0,
         tick: float = 1.0,
         agents: bool = True,
+        naming: c.GpuNaming | None = None,
     ) -> None:
+        """``naming``: the dcgm-exporter generation the agents spell GPU series in."""
         self.fleet = Fleet(scenario)
         self.speed = speed
         self.tick = tick
@@ -46,7 +51,7 @@ class LiveTwin:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._workdir = workdir_for_agents()
-        self.nodes = FleetAgents(self.fleet, Path(self._workdir.name), interval=1.0)
+        self.nodes = FleetAgents(self.fleet, Path(self._workdir.name), interval=1.0, naming=naming)
         # Without agents of their own, the nodes' series are served on the twin's endpoint.
         self.agents = (
             [(n.agent, AgentServer(n.agent, host, 0)) for n in self.nodes] if agents else []
@@ -87,8 +92,8 @@ class LiveTwin:
 
     # ------------------------------------------------------------------ endpoints
     def metrics(self) -> str:
-        """The twin's own endpoint: request telemetry, replica pods and pools (and, without
-        agents of their own, every node's series, sampled now)."""
+        """The twin's own endpoint: request telemetry, replica pods, kube-state-metrics and
+        pools (and, without agents of their own, every node's series, sampled now)."""
         with self._lock:
             families = request_families(self.fleet) + twin_families(self.fleet)
             if not self.agents:
@@ -113,6 +118,9 @@ class LiveTwin:
         return self.pool(namespace, name)
 
     def route(self, name: str) -> dict[str, Any] | None:
+        if name in self.fleet.versions.routes:  # a pool with a canary (versions.py)
+            with self._lock:
+                return self.fleet.versions.route(name)
         fb = self.fleet.scenario.fallback
         if fb is None or fb.serves != name:
             return None
@@ -121,6 +129,9 @@ class LiveTwin:
         return {"weights": {name: round(100 - share), fb.name: round(share)}}
 
     def set_route(self, name: str, weights: dict[str, int]) -> dict[str, Any] | None:
+        if name in self.fleet.versions.routes:
+            with self._lock:
+                return self.fleet.versions.set_route(name, weights)
         fb = self.fleet.scenario.fallback
         if fb is None or fb.serves != name:
             return None

@@ -6,7 +6,10 @@ series are the real agent's: a ``GpuCollector`` over the ``sim`` backend and an
 ``InfinibandCollector`` over a sysfs tree, fed from the fleet model each step
 (``FleetAgents``, shared with live mode) and sampled once per step. Only what no agent
 produces is written by the twin itself: the request telemetry (the twin aggregates requests
-per pool), kube-state-metrics' pod requests and the twin's own pool series.
+per pool, and states each serving pod's requests in flight as its server would), what a
+cluster's kube-state-metrics serves about the replica pods and their Deployments
+(``simulator/ksm.py``: readiness, owners, labels, the CPU pods' requests) and the twin's own
+pool series.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from gpuslo.foundation.exposition import History, add, family
 
 from .fabric_sysfs import IbPort, InfinibandTree
 from .fleet import Fleet, Gpu, Histogram, IbLink
+from .ksm import ksm_families
 from .scenario import Scenario, node_names_of
 
 TWIN_REPLICAS, TWIN_READY = c.TWIN_REPLICAS, c.TWIN_READY
@@ -45,26 +49,32 @@ FOREIGN_PID = 31337  # the process a noisy neighbour runs on a GPU (in a pod of 
 # of them: each throttle reason, each NVLink link), and memory used, which shows MIG instances.
 # The rest (clocks, PCIe, NVLink traffic, ECC, energy, ...) is dropped: a GPU serves 167
 # series, and a week of a 16-node fleet at one-minute steps would be some 60 GB.
-HISTORY_FAMILIES: frozenset[str] = frozenset(
-    family(spec).name
-    for spec in (
-        c.GPU_UP,
-        c.DCGM_GPU_UTIL,
-        c.DCGM_POWER_USAGE,
-        c.DCGM_GPU_TEMP,
-        c.DCGM_PROF_GR_ENGINE_ACTIVE,
-        c.DCGM_FB_USED,
-        c.GPU_THROTTLE_SECONDS,
-        c.GPU_XID_ERRORS,
-        c.GPU_NVLINK_CRC_FLIT_ERRORS,
-        c.GPU_POD_INFO,
-        c.GPU_PROCESS_INFO,
-        c.IB_STATE_ID,
-    )
-) | {
-    c.IB_PREFIX + "link_error_recovery_total",
-    c.IB_PREFIX + "port_data_transmitted_bytes_total",
-}
+_HISTORY_SPECS: tuple[c.MetricSpec, ...] = (
+    c.GPU_UP,
+    c.DCGM_GPU_UTIL,
+    c.DCGM_POWER_USAGE,
+    c.DCGM_GPU_TEMP,
+    c.DCGM_PROF_GR_ENGINE_ACTIVE,
+    c.DCGM_FB_USED,
+    c.GPU_THROTTLE_SECONDS,
+    c.GPU_XID_ERRORS,
+    c.GPU_NVLINK_CRC_FLIT_ERRORS,
+    c.GPU_POD_INFO,
+    c.GPU_PROCESS_INFO,
+    c.IB_STATE_ID,
+)
+_HISTORY_FABRIC = frozenset(
+    {c.IB_PREFIX + "link_error_recovery_total", c.IB_PREFIX + "port_data_transmitted_bytes_total"}
+)
+
+
+def history_families(naming: c.GpuNaming | None = None) -> frozenset[str]:
+    """The agent families the history keeps, as one dcgm-exporter generation names them."""
+    naming = naming or c.gpu_naming()
+    return frozenset(family(naming.spec(spec)).name for spec in _HISTORY_SPECS) | _HISTORY_FABRIC
+
+
+HISTORY_FAMILIES: frozenset[str] = history_families()  # legacy names
 
 
 def pod_name(pool: str, replica: int) -> str:
@@ -111,10 +121,13 @@ class SimNode:
         model_clock: Callable[[], float],
         agent_clock: Callable[[], float] | None,
         interval: float,
+        naming: c.GpuNaming | None = None,
     ) -> None:
         """With an ``agent_clock`` (offline), nothing reads the node's files while they are
-        written; without, the agent samples on its own threads meanwhile."""
+        written; without, the agent samples on its own threads meanwhile. ``naming``: the
+        dcgm-exporter generation the node's GPU series are spelled in."""
         self.name, self.gpus, self.links = name, gpus, links
+        self.naming = naming or c.gpu_naming()
         mig = [[s.profile for s in g.slices] for g in gpus] if gpus and gpus[0].slices else None
         profile = gpus[0].profile if gpus else "H100"
         # The fleet decides when a GPU throttles; the backend models power and temperature.
@@ -133,7 +146,13 @@ class SimNode:
         self.tree = InfinibandTree(workdir / "sys", atomic=agent_clock is None)
         self.tree.write(self.ports)
         collectors: list[Collector] = [
-            GpuCollector(self.backend, hostname=name, attributor=self.pods, procfs=procfs),
+            GpuCollector(
+                self.backend,
+                hostname=name,
+                attributor=self.pods,
+                procfs=procfs,
+                naming=self.naming,
+            ),
             InfinibandCollector(workdir / "sys"),
         ]
         self.agent = Agent(collectors, interval=interval, clock=agent_clock or time.monotonic)
@@ -168,14 +187,15 @@ class SimNode:
 
     def families(self, keep: Collection[str] | None = None) -> list[Metric]:
         """The agent's latest families (those in ``keep``, when given), as a Prometheus
-        scraping this node with the target label ``Hostname=<node>`` stores them: the GPU
-        series carry the agent's own ``Hostname`` already; fabric series get the target's."""
+        scraping this node with the target label ``Hostname=<node>`` (the naming's host label)
+        stores them: the GPU series carry the agent's own already; fabric series get the
+        target's."""
         out: list[Metric] = []
         for col in self.agent.collectors:
             snap = self.agent.snapshot(col.name)
             if snap is not None:
                 out += [f for f in snap.families if keep is None or f.name in keep]
-        return with_target_labels(out, {c.LABEL_HOSTNAME: self.name})
+        return with_target_labels(out, {self.naming.host_label: self.name})
 
 
 class FleetAgents:
@@ -188,9 +208,11 @@ class FleetAgents:
         workdir: Path,
         agent_clock: Callable[[], float] | None = None,
         interval: float = 1.0,
+        naming: c.GpuNaming | None = None,
     ) -> None:
         """``agent_clock``: the agents' clock (real time when None; offline passes model
-        time, so nothing in the history depends on how fast the machine runs)."""
+        time, so nothing in the history depends on how fast the machine runs); ``naming``:
+        the dcgm-exporter generation the agents spell GPU series in (default: legacy)."""
         self.fleet = fleet
         by_node: dict[str, list[Gpu]] = {}
         for gpu in fleet.gpus:
@@ -207,6 +229,7 @@ class FleetAgents:
                 self._model_time,
                 agent_clock,
                 interval,
+                naming,
             )
             for group in fleet.scenario.nodes
             for node in node_names_of(group)
@@ -310,19 +333,26 @@ def histogram_samples(fam: Metric, base: dict[str, str], hist: Histogram) -> Non
 
 
 def twin_families(fleet: Fleet) -> list[Metric]:
-    """What neither the agents nor the request telemetry say: which model each replica pod
-    serves (a real fleet's request series carry both labels; the twin aggregates requests
-    per pool), the CPU replicas' resource requests as kube-state-metrics has them, and each
+    """What neither the agents nor the request telemetry say: each serving pod's requests in
+    flight (``gpuslo_server_requests_running{model, namespace, pod}``, as its server's scrape
+    gives it: the canonical series that tie a pod to its model), which model each replica pod
+    serves (the twin's own info series), the cluster's kube-state-metrics series
+    (``ksm_families``: pods, owners, readiness; the CPU replicas' resource requests), and each
     pool's desired and ready replicas."""
+    running = family(c.SERVER_REQUESTS_RUNNING)
     info = _spec(TWIN_REPLICA_INFO, "info", "Which model and pool a replica pod serves.")
     requests = _spec(c.KSM_POD_REQUESTS, "gauge", "Resources a pod's container requests.")
     replicas = _spec(TWIN_REPLICAS, "gauge", "Replicas of the pool, running or starting.")
     ready = _spec(TWIN_READY, "gauge", "Replicas of the pool past their cold start.")
     for name, state in fleet.pools.items():
         spec = state.spec
+        serving = [h > 0 for h in state.healths[: len(state.replicas)]]
         for i in range(len(state.replicas)):
             pod = {c.LABEL_NAMESPACE: spec.namespace, c.LABEL_POD: pod_name(name, i)}
             add(info, {**pod, c.LABEL_MODEL: spec.model, c.LABEL_POOL: name}, 1.0)
+            if i < len(serving) and serving[i]:  # a pod not serving answers no scrape
+                server = {**pod, c.LABEL_MODEL: spec.model, c.LABEL_SERVER: "twin"}
+                add(running, server, state.in_flight / sum(serving))
             if state.gpu_pool:
                 continue
             for resource, unit, value in (
@@ -335,7 +365,7 @@ def twin_families(fleet: Fleet) -> list[Metric]:
         labels = {c.LABEL_POOL: name, c.LABEL_NAMESPACE: state.spec.namespace}
         add(replicas, labels, len(state.replicas))
         add(ready, labels, sum(1 for r in state.replicas if r.ready_at <= fleet.t))
-    return [info, requests, replicas, ready]
+    return [running, info, *ksm_families(fleet), requests, replicas, ready]
 
 
 # ---------------------------------------------------------------------------- offline
@@ -347,11 +377,16 @@ def run_offline(
     progress: Callable[[float], None] | None = None,
     samples_per_step: int = 0,
     families: Collection[str] | None = HISTORY_FAMILIES,
+    naming: c.GpuNaming | None = None,
 ) -> dict[str, float]:
     """Simulate the whole scenario from ``start`` (Unix seconds); write ``history.om`` and
     ``incidents.json`` into ``out_dir`` (and ``samples.parquet``, requests sampled at each
     step for drift jobs, when ``samples_per_step`` > 0). ``families``: the agent families
-    the history keeps (None: all of them). Returns counts for the caller."""
+    the history keeps (None: all of them; the default: ``history_families(naming)``);
+    ``naming``: the dcgm-exporter generation of the GPU series. Returns counts."""
+    naming = naming or c.gpu_naming()
+    if families is HISTORY_FAMILIES:
+        families = history_families(naming)
     out_dir.mkdir(parents=True, exist_ok=True)
     dt = step or _seconds(scenario.step)
     steps = int(_seconds(scenario.duration) // dt)
@@ -364,7 +399,7 @@ def run_offline(
     gc.set_threshold(100_000, *threshold[1:])
     try:
         with workdir_for_agents() as workdir:
-            agents = FleetAgents(fleet, Path(workdir), agent_clock=lambda: fleet.t)
+            agents = FleetAgents(fleet, Path(workdir), agent_clock=lambda: fleet.t, naming=naming)
             for n in range(steps):
                 fleet.step(dt)
                 at = start + fleet.t

@@ -28,6 +28,8 @@ from gpuslo.foundation.resources import data_names, data_path
 from gpuslo.foundation.specmodel import DNS_LABEL, FrozenStrict, check_duration
 from gpuslo.foundation.yamlpos import load_single, problem_at
 
+from .versions import CanaryVersion, version_problems
+
 _NAME = DNS_LABEL
 _MIG = re.compile(r"^([1-7])g\.\d+gb$")
 
@@ -204,6 +206,7 @@ class Scenario(FrozenStrict):
     tenants: list[Tenant] = Field(min_length=1)
     faults: list[Fault] = Field(default_factory=list)
     actions: list[ScriptedAction] = Field(default_factory=list)
+    canaries: list[CanaryVersion] = Field(default_factory=list)  # simulator/versions.py
 
     _durations = field_validator("duration", "step")(check_duration)
 
@@ -280,6 +283,7 @@ def load_scenario(path: str | Path) -> Scenario:
             problem(("faults", i, "gpu"), f"{f.node} has GPUs 0..{gpus_of[f.node] - 1}")
         if f.tenant is not None and f.tenant not in tenants:
             problem(("faults", i, "tenant"), f"no tenant named {f.tenant!r}")
+    problems += version_problems(scenario, path, node)
     if problems:
         raise SpecError(problems)
     return scenario

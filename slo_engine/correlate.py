@@ -2,14 +2,17 @@
 
 For a burn episode the engine
 
-1. finds the SLO's blast radius from the attribution labels: the pods serving its model (any
-   series with both ``model`` and ``pod`` labels), their GPUs (``gpuslo_gpu_pod_info``), the
-   nodes of those GPUs (``Hostname``), the tenants sending it traffic;
+1. finds the SLO's blast radius from the attribution labels: the pods serving its model (the
+   canonical request series, ``gen_ai_server_*`` and ``gpuslo_server_*``, carry ``model``,
+   ``namespace`` and ``pod``), their pools (from kube-state-metrics: the Deployment or other
+   controller owning each pod, or a pod label; ``PoolIdentity``), their GPUs
+   (``gpuslo_gpu_pod_info``), the nodes of those GPUs (the naming's host label), the tenants
+   sending it traffic;
 2. gathers candidate signals there, one series per GPU, node, pod, pool or tenant: GPU up,
    XID and double-bit ECC errors, thermal throttling and temperature, NVLink CRC errors and
    throughput, PCIe replays, memory used, foreign processes and utilization, InfiniBand port
-   state, link recoveries and throughput, queue length and KV-cache usage, ready replicas,
-   request rate;
+   state, link recoveries and throughput, queue length and KV-cache usage, ready replicas
+   (``kube_pod_status_ready`` summed per pool), request rate;
 3. finds where each candidate changed most near the symptom's onset (a two-segment mean
    shift), and how much (effect size against its own baseline noise, Welch's t-test with
    scipy);
@@ -17,7 +20,13 @@ For a burn episode the engine
    fault signals (an XID, a lost GPU, throttling, CRC errors, a port going down, a process that
    serves no pod) outrank soft ones (utilization, temperature); per-GPU soft signals count only
    by how much more they moved than the same signal on the other GPUs of the radius (a load
-   change moves all of them alike).
+   change moves all of them alike), and a GPU's temperature counts only by how much more it
+   rose than its own utilization did (heat that follows load is the load's effect).
+
+GPU series are read as one dcgm-exporter generation spells them (``Config.naming``: names,
+host label, units; values are brought back to the legacy units the signals are named in), and
+every cause names its host as ``Hostname`` whatever the generation. Nothing here reads the
+digital twin's own ``gpuslo_twin_*`` series: the twin emits the kube-state-metrics series too.
 
 Signals outside the radius are never fetched: a throttled GPU serving another model cannot
 be named as the cause.
@@ -60,40 +69,151 @@ class Signal:
     fill: float | None = None  # value for steps without a sample (info/count series)
     peer_relative: bool = False
     carry: bool = False  # a counter: 0 before its first sample, its last value in a gap
+    follows: str = ""  # the signal (by name) whose rise on the same entity explains this one's
 
 
 # The names in the signals' PromQL templates, from the naming contract (metrics by their
-# family, ``{l_...}`` labels, ``{by_gpu}`` a GPU's identity); the radius fills the rest.
-_NAMES: dict[str, str] = {
-    "dcgm_ecc_dbe_vol_total": c.DCGM_ECC_DBE_VOL.name,
-    "dcgm_fb_used": c.DCGM_FB_USED.name,
-    "dcgm_gpu_temp": c.DCGM_GPU_TEMP.name,
-    "dcgm_gpu_util": c.DCGM_GPU_UTIL.name,
-    "dcgm_pcie_replay_counter": c.DCGM_PCIE_REPLAY.name,
-    "gpu_nvlink_crc_flit_errors_total": c.GPU_NVLINK_CRC_FLIT_ERRORS.name,
-    "gpu_nvlink_tx_bytes_total": c.GPU_NVLINK_TX_BYTES.name,
-    "gpu_process_info": c.GPU_PROCESS_INFO.name,
-    "gpu_throttle_seconds_total": c.GPU_THROTTLE_SECONDS.name,
-    "gpu_up": c.GPU_UP.name,
-    "gpu_xid_errors_total": c.GPU_XID_ERRORS.name,
+# family, ``{l_...}`` labels, ``{by_gpu}`` a GPU's identity, ``{u_...}`` the division that
+# brings a GPU field back to its legacy unit); the radius fills the rest.
+_GPU_FIELDS: dict[str, c.MetricSpec] = {
+    "dcgm_ecc_dbe_vol_total": c.DCGM_ECC_DBE_VOL,
+    "dcgm_fb_used": c.DCGM_FB_USED,
+    "dcgm_gpu_temp": c.DCGM_GPU_TEMP,
+    "dcgm_gpu_util": c.DCGM_GPU_UTIL,
+    "dcgm_pcie_replay_counter": c.DCGM_PCIE_REPLAY,
+    "gpu_nvlink_crc_flit_errors_total": c.GPU_NVLINK_CRC_FLIT_ERRORS,
+    "gpu_nvlink_tx_bytes_total": c.GPU_NVLINK_TX_BYTES,
+    "gpu_process_info": c.GPU_PROCESS_INFO,
+    "gpu_throttle_seconds_total": c.GPU_THROTTLE_SECONDS,
+    "gpu_up": c.GPU_UP,
+    "gpu_xid_errors_total": c.GPU_XID_ERRORS,
+    "gpu_pod_info": c.GPU_POD_INFO,
+}
+_OTHER_NAMES: dict[str, str] = {
     "server_kv_cache_usage_ratio": c.SERVER_KV_CACHE_USAGE.name,
     "server_requests_waiting": c.SERVER_REQUESTS_WAITING.name,
     "ib_state_id": c.IB_STATE_ID.name,
     "ib_link_error_recovery_total": c.IB_PREFIX + "link_error_recovery_total",
     "ib_port_data_transmitted_bytes_total": c.IB_PREFIX + "port_data_transmitted_bytes_total",
-    "twin_pool_ready_replicas": c.TWIN_READY,
+    "ksm_pod_status_ready": c.KSM_POD_STATUS_READY,
+    "ksm_pod_info": c.KSM_POD_INFO,
     "genai_requests_total": c.REQUESTS_TOTAL,
-    "by_gpu": f"{c.LABEL_HOSTNAME}, {c.LABEL_GPU}, {c.LABEL_UUID}",
-    "l_hostname": c.LABEL_HOSTNAME,
     "l_gpu": c.LABEL_GPU,
     "l_uuid": c.LABEL_UUID,
     "l_xid": c.LABEL_XID,
     "l_reason": c.LABEL_REASON,
     "l_pod": c.LABEL_POD,
+    "l_pod_uid": c.LABEL_POD_UID,
+    "l_uid": c.LABEL_UID,
+    "l_namespace": c.LABEL_NAMESPACE,
+    "l_condition": c.LABEL_CONDITION,
     "l_model": c.LABEL_MODEL,
     "l_pool": c.LABEL_POOL,
     "l_tenant": c.LABEL_TENANT,
 }
+
+
+def template_names(naming: c.GpuNaming) -> dict[str, str]:
+    """The signal templates' names for one dcgm-exporter generation."""
+    out = dict(_OTHER_NAMES)
+    for key, spec in _GPU_FIELDS.items():
+        out[key] = naming.name(spec)
+        factor = naming.factor(spec)
+        out["u_" + key] = "" if factor == 1.0 else f" / {factor!r}"
+    out["l_hostname"] = naming.host_label
+    out["by_gpu"] = f"{naming.host_label}, {c.LABEL_GPU}, {c.LABEL_UUID}"
+    return out
+
+
+# --------------------------------------------------------------------------- pools
+@dataclass(frozen=True)
+class PoolIdentity:
+    """How a pod's pool is found from kube-state-metrics.
+
+    ``owner`` (the default, nothing to configure): the pod's controller as ``kube_pod_owner``
+    names it; a ReplicaSet is followed to the Deployment owning it (``kube_replicaset_owner``),
+    any other kind (StatefulSet, a LeaderWorkerSet's StatefulSets, a custom controller) is the
+    pool itself. ``label``: the value of a pod label (``kube_pod_labels``' ``label_<name>``,
+    which kube-state-metrics exports only for labels given to ``--metric-labels-allowlist``),
+    for pools that span controllers (a LeaderWorkerSet: ``leaderworkerset.sigs.k8s.io/name``).
+    """
+
+    by: str = "owner"
+    label: str = c.LABEL_POOL
+
+    @property
+    def ksm_label(self) -> str:
+        """kube_pod_labels' name for the label (``label_`` + the name, others as ``_``)."""
+        return c.KSM_LABEL_PREFIX + re.sub(r"[^a-zA-Z0-9_]", "_", self.label)
+
+    def describe(self) -> str:
+        return "owner" if self.by == "owner" else f"label:{self.label}"
+
+
+def pool_identity(text: str) -> PoolIdentity:
+    """``owner``, ``label`` (the ``pool`` label) or ``label:NAME``; a clear ValueError else."""
+    kind, colon, name = text.partition(":")
+    if kind == "owner" and not colon:
+        return PoolIdentity("owner")
+    if kind == "label":
+        name = name if colon else c.LABEL_POOL
+        if re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_./]*", name):
+            return PoolIdentity("label", name)
+    raise ValueError(
+        f"pool identity {text!r}: use owner, label or label:NAME (a Kubernetes pod label)"
+    )
+
+
+def pool_map_expr(
+    identity: PoolIdentity,
+    namespaces: str,
+    pods: str | None = None,
+    pools: str | None = None,
+    window: str | None = None,
+) -> str:
+    """PromQL for one series per pod, value 1, labelled ``namespace``, ``pod`` and ``pool``,
+    from kube-state-metrics. ``pods``/``pools``: regex matchers (quoted) restricting it;
+    ``window``: read each series' last sample over it (``last_over_time``) instead of now."""
+
+    def sel(metric: str, matchers: list[str]) -> str:
+        text = f"{metric}{{{','.join(matchers)}}}"
+        return f"last_over_time({text}[{window}])" if window else text
+
+    ns = f"{c.LABEL_NAMESPACE}=~{namespaces}"
+    pod = [f"{c.LABEL_POD}=~{pods}"] if pods else []
+    pool = c.LABEL_POOL
+    if identity.by == "label":
+        key = identity.ksm_label
+        match = [ns, *pod, f"{key}=~{pools}" if pools else f'{key}!=""']
+        return (
+            f"max by ({c.LABEL_NAMESPACE}, {c.LABEL_POD}, {pool}) (label_replace("
+            f'{sel(c.KSM_POD_LABELS, match)}, "{pool}", "$1", "{key}", "(.+)"))'
+        )
+    kind, name = c.LABEL_OWNER_KIND, c.LABEL_OWNER_NAME
+    owner = [f"{name}=~{pools}"] if pools else []
+    direct = sel(c.KSM_POD_OWNER, [ns, *pod, f'{kind}!~"ReplicaSet|{c.KSM_NO_OWNER}"', *owner])
+    by_rs = sel(c.KSM_POD_OWNER, [ns, *pod, f'{kind}="ReplicaSet"'])
+    rs_owner = sel(c.KSM_REPLICASET_OWNER, [ns, f'{kind}="Deployment"', *owner])
+    rs = c.LABEL_REPLICASET
+    return (
+        f"max by ({c.LABEL_NAMESPACE}, {c.LABEL_POD}, {pool}) ("
+        f'label_replace({direct}, "{pool}", "$1", "{name}", "(.+)") '
+        f"or on ({c.LABEL_NAMESPACE}, {c.LABEL_POD}) ("
+        f"max by ({c.LABEL_NAMESPACE}, {c.LABEL_POD}, {rs}) "
+        f'(label_replace({by_rs}, "{rs}", "$1", "{name}", "(.+)")) '
+        f"* on ({c.LABEL_NAMESPACE}, {rs}) group_left ({pool}) "
+        f"max by ({c.LABEL_NAMESPACE}, {rs}, {pool}) "
+        f'(label_replace({rs_owner}, "{pool}", "$1", "{name}", "(.+)"))))'
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the correlator assumes of the cluster: how dcgm-exporter spells GPU series, and
+    how a pod's pool is found."""
+
+    naming: c.GpuNaming = field(default_factory=c.gpu_naming)
+    pools: PoolIdentity = field(default_factory=PoolIdentity)
 
 
 SIGNALS: tuple[Signal, ...] = (
@@ -129,11 +249,12 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "thermal_throttle",
         "GPU temperature (C)",
-        "max by ({by_gpu}) ({dcgm_gpu_temp}{{{l_uuid}=~{uuids}}})",
+        "max by ({by_gpu}) ({dcgm_gpu_temp}{{{l_uuid}=~{uuids}}}){u_dcgm_gpu_temp}",
         (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.5,
         1,
         peer_relative=True,
+        follows="GPU utilization (%)",  # more load, more power, more heat
     ),
     Signal(
         "nvlink_crc",
@@ -147,7 +268,10 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "noisy_neighbour",
         "processes of no serving pod",
-        "count by ({by_gpu}) ({gpu_process_info}{{{l_uuid}=~{uuids},{l_pod}!~{pods}}})",
+        # A process whose cgroup names no serving pod (by UID, from kube-state-metrics).
+        "count by ({by_gpu}) ({gpu_process_info}{{{l_uuid}=~{uuids}}} unless on ({l_pod_uid}) "
+        "label_replace({ksm_pod_info}{{{l_namespace}=~{namespaces},{l_pod}=~{pods}}}, "
+        '"{l_pod_uid}", "$1", "{l_uid}", "(.+)"))',
         (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         1,
@@ -156,7 +280,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "noisy_neighbour",
         "GPU utilization (%)",
-        "max by ({by_gpu}) ({dcgm_gpu_util}{{{l_uuid}=~{uuids}}})",
+        "max by ({by_gpu}) ({dcgm_gpu_util}{{{l_uuid}=~{uuids}}}){u_dcgm_gpu_util}",
         (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.4,
         1,
@@ -165,7 +289,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "ecc",
         "double-bit ECC errors (/s)",
-        "sum by ({by_gpu}) (rate({dcgm_ecc_dbe_vol_total}{{{l_uuid}=~{uuids}}}[2m]))",
+        "sum by ({by_gpu}) (rate({dcgm_ecc_dbe_vol_total}{{{l_uuid}=~{uuids}}}[2m]))"
+        "{u_dcgm_ecc_dbe_vol_total}",
         (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         1,
@@ -174,7 +299,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "pcie",
         "PCIe replays (/s)",
-        "sum by ({by_gpu}) (rate({dcgm_pcie_replay_counter}{{{l_uuid}=~{uuids}}}[2m]))",
+        "sum by ({by_gpu}) (rate({dcgm_pcie_replay_counter}{{{l_uuid}=~{uuids}}}[2m]))"
+        "{u_dcgm_pcie_replay_counter}",
         (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.8,
         1,
@@ -183,7 +309,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "memory_pressure",
         "GPU memory used (MiB)",
-        "max by ({by_gpu}) ({dcgm_fb_used}{{{l_uuid}=~{uuids}}})",
+        "max by ({by_gpu}) ({dcgm_fb_used}{{{l_uuid}=~{uuids}}}){u_dcgm_fb_used}",
         (c.LABEL_HOSTNAME, c.LABEL_GPU),
         0.4,
         1,
@@ -243,8 +369,11 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "replica_loss",
         "ready replicas",
-        "sum by ({l_pool}) ({twin_pool_ready_replicas}{{{l_pool}=~{pools}}})",
-        (c.LABEL_POOL,),
+        # Pods whose Ready condition is true, per pool (a restarted pod's new UID included).
+        "sum by ({l_namespace}, {l_pool}) (max by ({l_namespace}, {l_pod}) "
+        '({ksm_pod_status_ready}{{{l_condition}="true",{l_namespace}=~{namespaces}}}) '
+        "* on ({l_namespace}, {l_pod}) group_left ({l_pool}) {pool_map})",
+        (c.LABEL_NAMESPACE, c.LABEL_POOL),
         0.8,
         -1,
     ),
@@ -478,6 +607,14 @@ def rank(candidates: Sequence[Candidate], times: Array, onset: float) -> list[Ca
             for e in evs:
                 e.effect = max(0.0, e.effect - typical)
                 e.score = e.score * (e.effect / max(e.effect + typical, 1e-9))
+    # A signal that follows another (temperature follows load) counts only by how much more it
+    # moved than the one it follows did on the same entity at or before its change.
+    by_name = {(cand.signal.name, ev.entity): ev for cand, ev in evidence}
+    for cand, ev in evidence:
+        cause_ev = by_name.get((cand.signal.follows, ev.entity)) if cand.signal.follows else None
+        if cause_ev is None or cause_ev.effect <= 0 or cause_ev.changed_at > ev.changed_at + LATE:
+            continue
+        ev.score *= 1.0 - min(1.0, cause_ev.effect / max(ev.effect, 1e-9))
     causes: dict[tuple[str, tuple[tuple[str, str], ...]], Cause] = {}
     for cand, ev in evidence:
         if ev.score <= 0:
@@ -506,40 +643,65 @@ class Radius:
     uuids: list[str]
     nodes: list[str]
     pools: list[str]
+    namespaces: list[str] = field(default_factory=list)
+    pod_pools: dict[str, str] = field(default_factory=dict)  # "namespace/pod" -> pool
 
 
-def blast_radius(url: str, model: str, start: float, end: float) -> Radius:
-    """Pods, GPUs, nodes and pools serving ``model`` at any time in [start, end]."""
+def canonical_selector(model: str) -> str:
+    """The canonical request series of ``model`` that name a pod (what an inference server's
+    scrape or an OTLP push carries: ``model``, ``namespace``, ``pod``)."""
+    names = "|".join(re.escape(n) for n in sorted(c.CANONICAL_HELP))
+    return (
+        f'{{__name__=~"({names})(_bucket|_count|_sum)?",'
+        f'{c.LABEL_MODEL}="{model}",{c.LABEL_POD}!=""}}'
+    )
+
+
+def blast_radius(
+    url: str, model: str, start: float, end: float, config: Config | None = None
+) -> Radius:
+    """Pods, pools, GPUs and nodes serving ``model`` at any time in [start, end]."""
     from gpuslo.foundation.prometheus import instant
+
+    config = config or Config()
 
     def query(expr: str, at: float) -> list[dict[str, Any]]:
         return instant(url, expr, at, timeout=120)
 
     span = max(60, int(end - start))
     at = end
+    ns_l, pod_l = c.LABEL_NAMESPACE, c.LABEL_POD
     pods = query(
-        f'group by (namespace, pod) (last_over_time({{model="{model}",pod!=""}}[{span}s]))', at
+        f"group by ({ns_l}, {pod_l}) (last_over_time({canonical_selector(model)}[{span}s]))", at
     )
-    pod_names = sorted({r["metric"].get("pod", "") for r in pods} - {""})
-    pools = sorted(
-        {
-            r["metric"].get("pool", "")
-            for r in query(
-                f"group by ({c.LABEL_POOL}) (last_over_time({c.TWIN_REPLICA_INFO}"
-                f'{{{c.LABEL_MODEL}="{model}"}}[{span}s]))',
-                at,
-            )
-        }
-        - {""}
+    pod_names = sorted({r["metric"].get(pod_l, "") for r in pods} - {""})
+    namespaces = sorted({r["metric"].get(ns_l, "") for r in pods} - {""})
+    mapping = (
+        query(
+            pool_map_expr(
+                config.pools, _regex(namespaces), pods=_regex(pod_names), window=f"{span}s"
+            ),
+            at,
+        )
+        if pod_names
+        else []
     )
+    pod_pools = {
+        f"{r['metric'].get(ns_l, '')}/{r['metric'].get(pod_l, '')}": r["metric"][c.LABEL_POOL]
+        for r in mapping
+        if r["metric"].get(c.LABEL_POOL)
+    }
+    host = config.naming.host_label
     gpus = query(
-        f"group by ({c.LABEL_UUID}, {c.LABEL_HOSTNAME}) (last_over_time({c.GPU_POD_INFO.name}"
+        f"group by ({c.LABEL_UUID}, {host}) "
+        f"(last_over_time({config.naming.name(c.GPU_POD_INFO)}"
         f"{{{c.LABEL_POD}=~{_regex(pod_names)}}}[{span}s]))",
         at,
     )
     uuids = sorted({r["metric"].get(c.LABEL_UUID, "") for r in gpus} - {""})
-    nodes = sorted({r["metric"].get(c.LABEL_HOSTNAME, "") for r in gpus} - {""})
-    return Radius(model, pod_names, uuids, nodes, pools)
+    nodes = sorted({r["metric"].get(host, "") for r in gpus} - {""})
+    pools = sorted(set(pod_pools.values()))
+    return Radius(model, pod_names, uuids, nodes, pools, namespaces, pod_pools)
 
 
 def candidates_from_prometheus(
@@ -549,27 +711,34 @@ def candidates_from_prometheus(
     end: float,
     step: float,
     signals: Sequence[Signal] = SIGNALS,
+    config: Config | None = None,
 ) -> tuple[Array, list[Candidate]]:
     """Every signal's series over the radius, on one time grid."""
     from gpuslo.foundation.prometheus import on_grid, range_series
 
+    config = config or Config()
     n = round((end - start) / step) + 1
     times = start + step * np.arange(n, dtype=np.float64)
     out = []
+    namespaces = _regex(radius.namespaces)
     fill = {
-        **_NAMES,
+        **template_names(config.naming),
         "uuids": _regex(radius.uuids),
         "nodes": _regex(radius.nodes),
         "pods": _regex(radius.pods),
         "pools": _regex(radius.pools),
+        "namespaces": namespaces,
+        "pool_map": pool_map_expr(config.pools, namespaces, pools=_regex(radius.pools)),
         "model": radius.model,
     }
+    host = config.naming.host_label
     for signal in signals:
         expr = signal.expr.format(**fill)
         for series in range_series(url, expr, start, end, step):
-            out.append(
-                Candidate(signal, dict(series["metric"]), on_grid(series, start, step, n), expr)
-            )
+            labels = dict(series["metric"])
+            if host != c.LABEL_HOSTNAME and host in labels:  # causes name hosts one way
+                labels[c.LABEL_HOSTNAME] = labels.pop(host)
+            out.append(Candidate(signal, labels, on_grid(series, start, step, n), expr))
     # Where the history starts: the first sample of any always-present signal (GPU up, port
     # state, ready replicas). Before it, nothing is known; after it, a counter or info series
     # without a sample means "none" (no XID yet, no foreign process).
@@ -606,6 +775,7 @@ class Explanation:
                 "pods": self.radius.pods,
                 "gpus": len(self.radius.uuids),
                 "nodes": self.radius.nodes,
+                "pools": self.radius.pools,
             },
             "candidates": self.candidates,
             "causes": [c.as_dict(self.onset) for c in self.causes[:top]],
@@ -613,10 +783,16 @@ class Explanation:
 
 
 def explain(
-    url: str, slo: Any, at: float, step: float = 60.0, lookback: float = 3600.0
+    url: str,
+    slo: Any,
+    at: float,
+    step: float = 60.0,
+    lookback: float = 3600.0,
+    config: Config | None = None,
 ) -> Explanation:
     """Rank the probable causes of ``slo`` burning at ``at`` (a time inside a burn episode, or
-    its start), from the Prometheus at ``url``."""
+    its start), from the Prometheus at ``url``; ``config``: the cluster's GPU naming and how
+    pools are found (the defaults: legacy dcgm-exporter names, pools by owner)."""
     from gpuslo.foundation.prometheus import HistoryError
 
     from .evaluator import evaluate
@@ -640,6 +816,6 @@ def explain(
     onset = onset_of(np.nan_to_num(ratio), sli_times, detected)
 
     lo, hi = onset - SEARCH_BEFORE - BEFORE, onset + SEARCH_AFTER + AFTER
-    radius = blast_radius(url, model, lo, hi)
-    times, cands = candidates_from_prometheus(url, radius, lo, hi, step)
+    radius = blast_radius(url, model, lo, hi, config)
+    times, cands = candidates_from_prometheus(url, radius, lo, hi, step, config=config)
     return Explanation(slo.name, detected, onset, radius, rank(cands, times, onset), len(cands))

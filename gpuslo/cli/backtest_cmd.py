@@ -95,7 +95,44 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "-o", "--output", type=Path, metavar="DIR", help="write report.html and report.json here"
     )
+    add_correlation_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_correlation_arguments(p: Any) -> None:
+    """The flags that tell the correlator how the cluster names things (explain, backtest)."""
+    from gpuslo.foundation import conventions as c
+
+    p.add_argument(
+        "--dcgm-names",
+        choices=c.DCGM_GENERATIONS,
+        default=c.DEFAULT_DCGM_GENERATION,
+        help="how dcgm-exporter spells the GPU series: legacy (up to 4.8.x: DCGM 3 names, "
+        "host label Hostname) or current (4.9.0 and later: DCGM 4 names and units, host label "
+        "hostname) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pool-by",
+        default="owner",
+        metavar="owner|label[:NAME]",
+        help="how a pod's pool is found in kube-state-metrics: owner (the Deployment owning "
+        "its ReplicaSet, else its StatefulSet or other controller) or label:NAME (a pod label "
+        "exported through --metric-labels-allowlist, e.g. "
+        "label:leaderworkerset.sigs.k8s.io/name; label alone means label:pool) "
+        "(default: %(default)s)",
+    )
+
+
+def correlation_config(args: argparse.Namespace) -> Any:
+    """The correlator's ``Config`` from ``--dcgm-names`` and ``--pool-by``."""
+    from gpuslo.foundation import conventions as c
+    from gpuslo.slo_engine.correlate import Config, pool_identity
+
+    try:
+        pools = pool_identity(args.pool_by)
+    except ValueError as err:
+        raise UsageError(f"--pool-by: {err}") from None
+    return Config(naming=c.gpu_naming(args.dcgm_names), pools=pools)
 
 
 def parse_time(text: str, now: float) -> float:
@@ -153,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         step = parse_duration(args.step)
     except ValueError as err:
         raise UsageError(f"--step: {err}") from None
+    config = correlation_config(args)
     slos, _ = load_specs(args.specs)
     if args.slo:
         unknown = set(args.slo) - {s.name for s in slos}
@@ -176,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             if args.explain and url is None:
                 raise BacktestError("--explain needs --prometheus or OpenMetrics --data")
             if url is not None and args.explain is not False:
-                _explain_pages(found[0], url, step)
+                _explain_pages(found[0], url, step, config)
             results += found
     except (BacktestError, HistoryError) as err:
         raise UsageError(str(err)) from None
@@ -279,14 +317,14 @@ def _recording_rules(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return groups
 
 
-def _explain_pages(result: Any, url: str, step: float) -> None:
+def _explain_pages(result: Any, url: str, step: float, config: Any = None) -> None:
     """The ranked causes of each page episode, into the result (for the report)."""
     from gpuslo.slo_engine.correlate import explain
 
     for episode in result.evaluation.episodes:
         if episode.severity != "page":
             continue
-        found = explain(url, result.slo, episode.start, step)
+        found = explain(url, result.slo, episode.start, step, config=config)
         result.causes[episode.start] = [c.as_dict(found.onset) for c in found.causes[:3]]
 
 
@@ -404,7 +442,9 @@ examples:
   gpuslo explain slos.yaml --slo chat-ttft --at now-10m --prometheus http://127.0.0.1:9090 --json
 
 The SLO must select one model (selector: {model: ...}): its blast radius is the pods serving
-that model (series with model and pod labels), their GPUs (gpuslo_gpu_pod_info) and nodes.
+that model (the canonical request series carry model, namespace and pod), their pools (from
+kube-state-metrics, see --pool-by), their GPUs (gpuslo_gpu_pod_info) and nodes. Replica
+readiness is kube_pod_status_ready summed per pool.
 """
 
 
@@ -425,6 +465,7 @@ def add_explain_parser(sub: Any) -> None:
     p.add_argument("--step", default="1m", metavar="DURATION", help="default: %(default)s")
     p.add_argument("--top", type=int, default=5, metavar="N", help="causes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_correlation_arguments(p)
     p.set_defaults(func=explain_run)
 
 
@@ -439,12 +480,13 @@ def explain_run(args: argparse.Namespace) -> int:
         at = parse_time(args.at, time.time())
     except ValueError as err:
         raise UsageError(str(err)) from None
+    config = correlation_config(args)
     slos, _ = load_specs(args.specs)
     slo = next((s for s in slos if s.name == args.slo), None)
     if slo is None:
         raise UsageError(f"--slo: no SLO named {args.slo} in the specs")
     try:
-        result = explain(args.prometheus, slo, at, step)
+        result = explain(args.prometheus, slo, at, step, config=config)
     except HistoryError as err:
         raise UsageError(str(err)) from None
     if args.json:
@@ -453,7 +495,8 @@ def explain_run(args: argparse.Namespace) -> int:
     when = datetime.fromtimestamp(result.onset, UTC).strftime("%Y-%m-%d %H:%M:%S")
     print(
         f"{slo.name}: symptom began {when} UTC; {result.candidates} signals over "
-        f"{len(result.radius.pods)} pods, {len(result.radius.uuids)} GPUs, "
+        f"{len(result.radius.pods)} pods in {len(result.radius.pools)} pools, "
+        f"{len(result.radius.uuids)} GPUs, "
         f"{len(result.radius.nodes)} nodes"
     )
     if not result.causes:

@@ -25,6 +25,19 @@ examples:
 _SCENARIO_HELP = "a scenario file, or the name of a shipped one (gpuslo twin scenarios)"
 
 
+def _add_naming(p: Any) -> None:
+    from gpuslo.foundation import conventions as c
+
+    p.add_argument(
+        "--dcgm-names",
+        choices=c.DCGM_GENERATIONS,
+        default=c.DEFAULT_DCGM_GENERATION,
+        help="the dcgm-exporter generation the agents spell GPU series in: legacy (host label "
+        "Hostname) or current (DCGM 4 names and units, host label hostname); read it back with "
+        "the same --dcgm-names on gpuslo explain/backtest (default: %(default)s)",
+    )
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "twin",
@@ -58,11 +71,13 @@ def add_parser(sub: Any) -> None:
         help="also write samples.parquet: N requests a step (model, tenant, prompt and output "
         "tokens) for drift jobs (default: none)",
     )
+    _add_naming(o)
     o.set_defaults(func=offline)
     s = tsub.add_parser("serve", help="run the scenario live: agents, request metrics, pool API")
     s.add_argument("scenario", metavar="SCENARIO", help=_SCENARIO_HELP)
     s.add_argument("--listen", default="127.0.0.1:9850", metavar="HOST:PORT")
     s.add_argument("--speed", type=float, default=1.0, help="model seconds per real second")
+    _add_naming(s)
     s.set_defaults(func=serve)
 
 
@@ -109,7 +124,16 @@ def offline(args: argparse.Namespace) -> int:
     if args.samples < 0:
         raise UsageError("--samples: must be >= 0")
     prepare_output_dir(args.output)
-    result = run_offline(scenario, args.output, start, step, samples_per_step=args.samples)
+    from gpuslo.foundation import conventions as c
+
+    result = run_offline(
+        scenario,
+        args.output,
+        start,
+        step,
+        samples_per_step=args.samples,
+        naming=c.gpu_naming(args.dcgm_names),
+    )
     print(
         f"{result['steps']:.0f} steps, {result['series']:.0f} series, {result['samples']:.0f} "
         f"samples in {time.monotonic() - t0:.1f}s -> {args.output / 'history.om'}, "
@@ -129,7 +153,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise UsageError("--speed must be above 0")
     try:
-        twin = LiveTwin(scenario, host, int(port), speed=args.speed).start()
+        from gpuslo.foundation import conventions as c
+
+        naming = c.gpu_naming(args.dcgm_names)
+        twin = LiveTwin(scenario, host, int(port), speed=args.speed, naming=naming).start()
     except OSError as err:
         raise UsageError(f"cannot listen on {args.listen}: {err.strerror}") from None
     print(f"gpuslo twin: pool API and request metrics on http://{host}:{twin.port}", flush=True)

@@ -931,3 +931,35 @@ def slo_hour_to_date(series: str) -> str:
 def slo_rule_group_part(slo: str, part: str) -> str:
     """A further rule group of one SLO (``dashboard``, ``sli``): what no alert reads."""
     return f"gpuslo-slo-{slo}-{part}"
+
+
+# --- live incidents (gpuslo.remediation.incidents: every page explained) --------------------
+LABEL_NOTIFY_TARGET = "target"  # chat | webhook | grafana
+LABEL_NOTIFY_OUTCOME = "outcome"  # sent | failed
+INCIDENT_EXPLANATIONS_SKIPPED = _c(
+    "gpuslo_incident_explanations_skipped_total",
+    "Pages whose explanation was skipped because the bounded explanation queue was full.",
+)
+INCIDENT_EXPLANATION_SECONDS = MetricSpec(
+    "gpuslo_incident_explanation_seconds",
+    "histogram",
+    "Time from receiving a page to its stored explanation.",
+)
+INCIDENT_QUEUE_DEPTH = _g(
+    "gpuslo_incident_explanation_queue_depth", "Pages waiting for an explanation worker."
+)
+INCIDENT_NOTIFICATIONS = _c(
+    "gpuslo_incident_notifications_total",
+    "Incident notifications by target (chat, webhook, grafana) and outcome (sent, failed).",
+)
+INCIDENT_ANNOTATION_URL = "incident_url"  # the alert annotation linking to the incident page
+INCIDENT_OPEN_PATH = "/incidents/open"  # + ?slo=&service=&tier=: the newest matching incident
+
+
+def incident_link(external_url: str, slo: str, service: str, tier: str) -> str:
+    """The ``incident_url`` annotation of a generated alert: the hook's page for the newest
+    incident of this SLO and tier (the rule cannot know Alertmanager's fingerprint)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({LABEL_SLO: slo, LABEL_SERVICE: service, LABEL_TIER: tier})
+    return f"{external_url.rstrip('/')}{INCIDENT_OPEN_PATH}?{query}"

@@ -68,6 +68,31 @@ def test_a_load_change_on_every_gpu_is_not_a_cause_but_one_gpu_beyond_its_peers_
     assert all(c.score < 0.2 * causes[0].score for c in others)
 
 
+def test_heat_that_follows_a_gpus_own_load_is_the_loads_effect_not_a_thermal_fault():
+    rng = np.random.default_rng(4)
+    times = np.arange(360) * STEP
+    onset = times[200]
+
+    def gpus(busier: bool):
+        cands = []
+        for g in range(8):
+            hot = g == 2
+            util = series(rng, 198, 30 if hot and busier else 0, level=70)
+            temp = series(rng, 199, 12 if hot else 0, level=60)
+            labels = {"Hostname": "n1", "gpu": str(g)}
+            cands += [Candidate(UTIL, labels, util), Candidate(TEMP, labels, temp)]
+        return rank(cands, times, onset)
+
+    # a neighbour keeps GPU 2 busier: it runs hotter, and the load is named, not the heat
+    busy = gpus(busier=True)
+    assert (busy[0].kind, dict(busy[0].entity)["gpu"]) == ("noisy_neighbour", "2")
+    heat = [c for c in busy if c.kind == "thermal_throttle"]
+    assert all(c.score < 0.2 * busy[0].score for c in heat)
+    # the same heat with no more load than its peers: its cooling, a thermal cause
+    hot = gpus(busier=False)
+    assert (hot[0].kind, dict(hot[0].entity)["gpu"]) == ("thermal_throttle", "2")
+
+
 def test_change_points_find_the_split_and_a_flat_step_is_certain():
     times = np.arange(200) * 60.0
     flat = np.where(np.arange(200) < 120, 1.0, 0.0)
