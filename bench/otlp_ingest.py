@@ -1,16 +1,20 @@
-"""Benchmark the agent's OTLP/HTTP receiver: ingest throughput (data points per CPU-second of
-the agent) and what it adds to the latency of a scrape of an agent with 20 server targets.
+"""Benchmark the agent's OTLP receiver (OTLP/HTTP and OTLP/gRPC): ingest throughput (data
+points per CPU-second) and what it adds to the latency of a scrape of an agent with 20 server
+targets.
 
 A real ``gpuslo agent`` runs as a subprocess on 127.0.0.1; this process serves 20 fake vLLM
-targets (the published vLLM example output) and sends pre-built OTLP exports (protobuf, and
-JSON separately): histogram points of ``gen_ai.server.request.duration`` and
-``gen_ai.server.time_to_first_token`` over ``--models`` x ``--tenants`` streams, cumulative,
-each round carrying higher counts. Agent CPU comes from psutil (user + system), so "per core"
-means per CPU-second the agent process used. Every loop is bounded in count.
+targets (the published vLLM example output) and sends pre-built OTLP exports (protobuf over
+HTTP and over gRPC, and JSON separately): histogram points of
+``gen_ai.server.request.duration`` and ``gen_ai.server.time_to_first_token`` over ``--models``
+x ``--tenants`` streams, cumulative, each round carrying higher counts. CPU comes from psutil
+(user + system) of the agent and its OTLP ingest process together, so "per core" means per
+CPU-second both used. Every loop is bounded in count.
 
-Scrape latency is measured three ways, each with ``--scrapes`` sequential gzip scrapes of
-``/metrics``: (A) 20 targets, no receiver; (B) 20 targets plus the receiver holding every
-stream's series; (C) as B while exports stream in as fast as one sender can send them.
+Scrape latency is measured with ``--scrapes`` sequential gzip scrapes of ``/metrics``: (A) 20
+targets, no receiver; (B) 20 targets plus the receiver holding every stream's series; (C1) as
+B while one sender exports at ``--paced-rate`` points/s; (C2, C3) as B while one sender exports
+as fast as it can, over HTTP (C2) or gRPC (C3). The sender is a process of its own, so the
+scrapes this process times never wait for the sender's GIL.
 
     .venv/bin/python bench/otlp_ingest.py [--rounds 40] [--scrapes 300] \
         [--write docs/benchmarks.md]
@@ -22,6 +26,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -32,7 +37,9 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import grpc
 import psutil
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -136,8 +143,13 @@ class Targets:
         self.http.server_close()
 
 
+EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+
 @contextlib.contextmanager
-def agent(targets: list[str], otlp_port: int | None) -> Iterator[tuple[psutil.Process, int]]:
+def agent(
+    targets: list[str], otlp_port: int | None, grpc_port: int | None = None
+) -> Iterator[tuple[psutil.Process, int]]:
     port = free_port()
     cmd = [
         sys.executable,
@@ -154,22 +166,65 @@ def agent(targets: list[str], otlp_port: int | None) -> Iterator[tuple[psutil.Pr
     cmd += [f"--server-target={u};namespace=llm;pod=vllm-{i}" for i, u in enumerate(targets)]
     if otlp_port is not None:
         cmd.append(f"--otlp-listen=127.0.0.1:{otlp_port}")
-    # Both listeners are bound before the agent starts serving; ``started`` waits for the
-    # first and lets the first samples of every target land.
+    if grpc_port is not None:
+        cmd.append(f"--otlp-grpc-listen=127.0.0.1:{grpc_port}")
+    # ``started`` waits for the scrape port and lets the first samples of every target land;
+    # the OTLP listeners (bound by the ingest process) are waited for here.
     with started(cmd, port) as proc:
+        for p in (otlp_port, grpc_port):
+            if p is not None:
+                wait_port(p)
         yield proc, port
 
 
-def cpu(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
+def wait_port(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {port}") from None
+            time.sleep(0.05)
+
+
+def cpu(proc: psutil.Process, children: bool = True) -> float:
+    """CPU seconds of the agent, and of its OTLP ingest process with ``children``."""
+    procs = [proc, *(proc.children(recursive=True) if children else [])]
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def send_grpc(
+    port: int,
+    bodies: list[bytes],
+    stop: Any = None,
+    max_requests: int | None = None,
+) -> int:
+    """Export the bodies in order over one gRPC channel (sequential unary calls); with
+    ``stop``, cycle until it is set or ``max_requests`` went out. Returns the number sent."""
+    sent = 0
+    limit = max_requests if max_requests is not None else len(bodies)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+        while sent < limit and not (stop is not None and stop.is_set()):
+            call(bodies[sent % len(bodies)], timeout=30)
+            sent += 1
+    return sent
 
 
 def send_all(
     port: int,
     bodies: list[bytes],
     ctype: str,
-    stop: threading.Event | None = None,
+    stop: Any = None,
     max_requests: int | None = None,
     per_second: float | None = None,
 ) -> int:
@@ -220,24 +275,44 @@ def under_load(
     bodies: list[bytes],
     scrapes: int,
     per_second: float | None,
-) -> tuple[list[float], float, float]:
-    """Scrape latencies while a sender exports (paced, or non-stop); returns them with the
-    points per second that went in and the agent's CPU share meanwhile."""
-    stop = threading.Event()
-    sent: list[int] = []
-    sender = threading.Thread(
-        target=lambda: sent.append(
-            send_all(otlp_port, bodies, "application/x-protobuf", stop, 1_000_000, per_second)
-        )
+    grpc_port: int | None = None,
+) -> tuple[list[float], float, float, float]:
+    """Scrape latencies while a sender exports (paced or non-stop, over HTTP or with
+    ``grpc_port`` over gRPC); returns them with the points per second that went in and the
+    CPU shares of the agent's process and of its ingest process meanwhile. The sender is a
+    process of its own, so the scrapes measured here never wait for the sender's GIL."""
+    ctx = multiprocessing.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    sender = ctx.Process(
+        target=_sender, args=(otlp_port, grpc_port, bodies, per_second, stop, out), daemon=True
     )
-    before, started = cpu(proc), time.perf_counter()
     sender.start()
+    if out.get(timeout=60) != "ready":
+        raise RuntimeError("the sender did not start")
+    before, own, started = cpu(proc), cpu(proc, False), time.perf_counter()
     latencies = scrape_latencies(port, scrapes)
     took = time.perf_counter() - started
-    share = (cpu(proc) - before) / took
+    agent_share = (cpu(proc, False) - own) / took
+    ingest_share = (cpu(proc) - before) / took - agent_share
     stop.set()
+    sent = out.get(timeout=60)
     sender.join(timeout=60)
-    return latencies, sent[0] * points_in(bodies[0]) / took, share
+    return latencies, sent * points_in(bodies[0]) / took, agent_share, ingest_share
+
+
+def _sender(
+    otlp_port: int,
+    grpc_port: int | None,
+    bodies: list[bytes],
+    per_second: float | None,
+    stop: Any,
+    out: Any,
+) -> None:
+    out.put("ready")
+    if grpc_port is not None:
+        out.put(send_grpc(grpc_port, bodies, stop, 1_000_000))
+    else:
+        out.put(send_all(otlp_port, bodies, "application/x-protobuf", stop, 1_000_000, per_second))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -280,18 +355,24 @@ def main() -> int:
     rounds_per_body = len(small) // 200 or 1
     targets = Targets()
     try:
-        otlp_port = free_port()
+        otlp_port, grpc_port = free_port(), free_port()
         with agent([], otlp_port) as (proc, _):
             before, started = cpu(proc), time.perf_counter()
             send_all(otlp_port, bodies, "application/x-protobuf")
             pb_wall, pb_cpu = time.perf_counter() - started, cpu(proc) - before
+        with agent([], None, grpc_port) as (proc, _):  # a fresh receiver: the same new streams
+            before, started = cpu(proc), time.perf_counter()
+            send_grpc(grpc_port, bodies)
+            gr_wall, gr_cpu = time.perf_counter() - started, cpu(proc) - before
+        otlp_port = free_port()
+        with agent([], otlp_port) as (proc, _):
             before, started = cpu(proc), time.perf_counter()
             send_all(otlp_port, json_bodies, "application/json")
             js_wall, js_cpu = time.perf_counter() - started, cpu(proc) - before
         with agent(targets.urls, None) as (_, port):
             scrape_a = scrape_latencies(port, args.scrapes)
-        otlp_port = free_port()
-        with agent(targets.urls, otlp_port) as (proc, port):
+        otlp_port, grpc_port = free_port(), free_port()
+        with agent(targets.urls, otlp_port, grpc_port) as (proc, port):
             send_all(otlp_port, small[:rounds_per_body], "application/x-protobuf")
             time.sleep(2.5)  # the receiver's series are in the next snapshot
             scrape_b = scrape_latencies(port, args.scrapes)
@@ -300,6 +381,7 @@ def main() -> int:
                 under_load(proc, port, otlp_port, small, args.scrapes, rate and rate / per_body)
                 for rate in (args.paced_rate, None)
             ]
+            loaded.append(under_load(proc, port, otlp_port, small, args.scrapes, None, grpc_port))
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
                 size = len(resp.read())
     finally:
@@ -316,14 +398,18 @@ def main() -> int:
         "",
         f"Ingest: {streams} streams (2 metrics x {args.models} models x {args.tenants} tenants), "
         f"cumulative explicit histograms with {len(BOUNDS)} bounds, {args.per_request} points "
-        "per export, one keep-alive sender; agent CPU includes its sampling thread rendering "
-        "the series every second.",
+        "per export, one sender (a keep-alive HTTP connection, or one gRPC channel making "
+        "sequential calls); CPU is the agent's and its OTLP ingest process's together, "
+        "including the ingest process rendering the series every second.",
         "",
-        "| encoding | data points | wall | agent CPU | points/s (wall) | points per CPU-second |",
+        "| transport, encoding | data points | wall | CPU | points/s (wall) | "
+        "points per CPU-second |",
         "|---|---|---|---|---|---|",
-        f"| protobuf | {points:,} | {pb_wall:.2f} s | {pb_cpu:.2f} s | {points / pb_wall:,.0f} | "
-        f"**{points / pb_cpu:,.0f}** |",
-        f"| JSON | {json_points:,} | {js_wall:.2f} s | {js_cpu:.2f} s | "
+        f"| HTTP, protobuf | {points:,} | {pb_wall:.2f} s | {pb_cpu:.2f} s | "
+        f"{points / pb_wall:,.0f} | **{points / pb_cpu:,.0f}** |",
+        f"| gRPC, protobuf | {points:,} | {gr_wall:.2f} s | {gr_cpu:.2f} s | "
+        f"{points / gr_wall:,.0f} | **{points / gr_cpu:,.0f}** |",
+        f"| HTTP, JSON | {json_points:,} | {js_wall:.2f} s | {js_cpu:.2f} s | "
         f"{json_points / js_wall:,.0f} | {json_points / js_cpu:,.0f} |",
         "",
         f"Scrape of `/metrics` (gzip, {args.scrapes} sequential scrapes 10 ms apart, 20 vLLM "
@@ -333,23 +419,24 @@ def main() -> int:
         "| condition | p50 | p99 | max |",
         "|---|---|---|---|",
     ]
+    how = {1: "paced, HTTP", 2: "non-stop, HTTP", 3: "non-stop, gRPC"}
     for label, values in (
         ("A: 20 targets, no OTLP receiver", scrape_a),
         ("B: + the receiver's series, no exports arriving", scrape_b),
         *(
             (
-                f"C{i}: B while one sender exports {'paced' if i == 1 else 'non-stop'} "
-                f"({rate:,.0f} points/s; agent at {share:.0%} of a core)",
+                f"C{i}: B while one sender exports {how[i]} ({rate:,.0f} points/s; ingest "
+                f"process at {ingest:.0%} of a core, agent process at {own:.0%})",
                 values,
             )
-            for i, (values, rate, share) in enumerate(loaded, 1)
+            for i, (values, rate, own, ingest) in enumerate(loaded, 1)
         ),
     ):
         lines.append(
             f"| {label} | {ms(pct(values, 50))} | {ms(pct(values, 99))} | {ms(max(values))} |"
         )
     base50, base99 = pct(scrape_a, 50), pct(scrape_a, 99)
-    added = [("B", scrape_b)] + [(f"C{i}", v) for i, (v, _, _) in enumerate(loaded, 1)]
+    added = [("B", scrape_b)] + [(f"C{i}", v) for i, (v, *_) in enumerate(loaded, 1)]
     lines += [
         "",
         "Added to the scrape by the receiver (each condition minus A): "

@@ -1,7 +1,9 @@
 """The agent core: each collector samples on its own thread; a scrape serves snapshots.
 
 A scrape never touches hardware: it joins each collector's last snapshot (rendered once per
-snapshot and cached) with a few self-metrics computed at scrape time.
+snapshot and cached) with a few self-metrics computed at scrape time. A collector may hand back
+families rendered elsewhere (``Rendered``: the OTLP receiver's, from its own process); their
+text is joined as it is.
 """
 
 from __future__ import annotations
@@ -39,6 +41,52 @@ class Collector(Protocol):
         ...
 
 
+class Rendered(Metric):
+    """A family rendered in another process (the OTLP ingest process, ``otlp_process``): its
+    exposition text per format (``openmetrics`` -> (HELP and TYPE lines, sample lines)) and
+    the number of samples it holds. It carries no sample objects: the agent joins its text."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        typ: str,
+        series: int,
+        text: dict[bool, tuple[str, str]],
+    ) -> None:
+        super().__init__(name, documentation, typ)
+        self.series = series
+        self.text = text
+
+
+def _count(fam: Metric) -> int:
+    return fam.series if isinstance(fam, Rendered) else len(fam.samples)
+
+
+def _render(families: Iterable[Metric], openmetrics: bool) -> str:
+    """``render`` for families some of which were rendered elsewhere (their text as it is)."""
+    out: list[str] = []
+    plain: list[Metric] = []
+    for fam in families:
+        if isinstance(fam, Rendered):
+            if plain:
+                out.append(render(plain, openmetrics))
+                plain = []
+            if fam.series:
+                out.extend(fam.text[openmetrics])
+        else:
+            plain.append(fam)
+    if plain:
+        out.append(render(plain, openmetrics))
+    return "".join(out)
+
+
+def _split(text: str) -> tuple[str, str]:
+    """One family's text as (its HELP and TYPE lines, its sample lines)."""
+    cut = text.find("\n", text.find("\n") + 1) + 1
+    return text[:cut], text[cut:]
+
+
 @dataclass
 class Snapshot:
     """What one sample of one collector produced."""
@@ -50,18 +98,41 @@ class Snapshot:
     taken_at: float
     error: str | None = None
     _rendered: dict[bool, str] = field(default_factory=dict, repr=False)
+    _parts: dict[tuple[str, bool], tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def names(self) -> frozenset[str]:
         """The names of the families that have samples."""
-        return frozenset(m.name for m in self.families if m.samples)
+        return frozenset(m.name for m in self.families if _count(m))
 
     def text(self, openmetrics: bool) -> str:
         """Exposition text of the families, rendered once per format."""
         cached = self._rendered.get(openmetrics)
         if cached is None:
-            cached = render(self.families, openmetrics)
+            cached = _render(self.families, openmetrics)
             self._rendered[openmetrics] = cached
+        return cached
+
+    def text_without(self, shared: frozenset[str], openmetrics: bool) -> str:
+        """Exposition text of the families not in ``shared``, rendered once per format."""
+        key = ("\0" + " ".join(sorted(shared)), openmetrics)  # never a family name
+        cached = self._parts.get(key)
+        if cached is None:
+            rest = [m for m in self.families if m.name not in shared]
+            cached = self._parts[key] = ("", _render(rest, openmetrics))
+        return cached[1]
+
+    def parts(self, fam: Metric, openmetrics: bool) -> tuple[str, str]:
+        """One family's (header, samples) text, rendered once per format: a family that two
+        collectors serve is joined from these on every scrape, never rendered again."""
+        key = (fam.name, openmetrics)
+        cached = self._parts.get(key)
+        if cached is None:
+            if isinstance(fam, Rendered):
+                cached = fam.text[openmetrics]
+            else:
+                cached = _split(render([fam], openmetrics))
+            self._parts[key] = cached
         return cached
 
 
@@ -162,6 +233,7 @@ class Agent:
         prev = self._snapshots.get(collector.name)
         if prev is not None and _same(prev.families, families):
             snap._rendered = prev._rendered  # unchanged families: reuse their text
+            snap._parts = prev._parts
         for openmetrics in tuple(self._formats_wanted):
             snap.text(openmetrics)
         self._snapshots[collector.name] = snap
@@ -185,7 +257,7 @@ class Agent:
         """Keep at most ``cap`` samples, in order, and only whole series: a histogram or
         summary series (its buckets, count and sum) is kept entirely or not at all."""
         cap = self.max_series if cap is None else cap
-        total = sum(len(f.samples) for f in families)
+        total = sum(map(_count, families))
         if total <= cap:
             return families, total, 0
         kept: list[Metric] = []
@@ -193,6 +265,12 @@ class Agent:
         for fam in families:
             if room <= 0:
                 break
+            if isinstance(fam, Rendered):  # text cannot be cut: whole or not at all
+                if fam.series > room:
+                    break
+                kept.append(fam)
+                room -= fam.series
+                continue
             if len(fam.samples) > room:
                 trimmed = Metric(fam.name, fam.documentation, fam.type)
                 trimmed.samples = _whole_series(fam, room)
@@ -274,19 +352,22 @@ class Agent:
         else:
             # Two collectors serve one family (a server target's and OTLP's canonical request
             # series): one HELP/TYPE block holding both's samples, or the scrape is invalid.
-            parts, merged = [], dict[str, Metric]()
+            # Joined from each snapshot's text of the family (rendered once per snapshot).
+            parts, merged = [], dict[str, list[str]]()
             for snap in snaps:
                 if snap.names.isdisjoint(shared):
                     parts.append(snap.text(openmetrics))
                     continue
-                parts.append(
-                    render([m for m in snap.families if m.name not in shared], openmetrics)
-                )
+                parts.append(snap.text_without(shared, openmetrics))
                 for m in snap.families:
-                    if m.name in shared:
-                        into = merged.setdefault(m.name, Metric(m.name, m.documentation, m.type))
-                        into.samples.extend(m.samples)
-            parts.append(render(merged.values(), openmetrics))
+                    if m.name in shared and _count(m):
+                        header, body = snap.parts(m, openmetrics)
+                        into = merged.get(m.name)
+                        if into is None:
+                            merged[m.name] = [header, body]
+                        else:
+                            into.append(body)
+            parts.extend("".join(texts) for texts in merged.values())
         parts.append(render(self.self_metrics(), openmetrics))
         if openmetrics:
             parts.append("# EOF\n")

@@ -1,6 +1,7 @@
-"""OTLP/HTTP metrics receiver: apps instrumented with the OpenTelemetry GenAI conventions push
-to the agent, which folds what they send into the same canonical series the server adapters
-produce.
+"""OTLP metrics receiver: apps instrumented with the OpenTelemetry GenAI conventions push to
+the agent, which folds what they send into the same canonical series the server adapters
+produce. This module holds the receiver and its OTLP/HTTP server; ``otlp_grpc`` serves
+OTLP/gRPC into the same receiver, and ``otlp_process`` runs both in a process of their own.
 
 Mapped (everything else is counted as ``ignored``):
 
@@ -14,7 +15,12 @@ OTLP metric                            canonical series
 ``gen_ai.server.time_per_output_token`` ``gen_ai_server_time_per_output_token_seconds``
 ``gen_ai.client.token.usage``          ``gen_ai_server_token_usage_total{token_type}`` (the
                                        histogram's sum, or a monotonic Sum's value)
+``gen_ai.client.inference.usage.       ``gen_ai_server_token_usage_total{token_type}``
+input_tokens`` / ``…output_tokens``    (input / output; counters: monotonic Sums)
 =====================================  ==============================================
+
+The ``server`` label is the resource's ``gpuslo.server``, else ``gen_ai.provider.name`` (or
+``gen_ai.system``, which it replaced), else ``otlp``.
 
 Streams (metric, resource, attributes) are folded into canonical accumulators by their
 increase: a delta point adds itself, a cumulative point adds its increase over the stream's
@@ -26,17 +32,20 @@ converted to the GenAI conventions' advised bounds (``ADVISED_BOUNDS``): an expo
 is counted in the first explicit bucket whose bound is at or above the bucket's upper edge,
 which can only move an observation up, by less than one exponential bucket's width.
 
-Limits (docs/requests.md, "OTLP limits"): bodies are bounded before they are read (declared
-length, chunked transfer, and after gzip, inflated as a stream with a cap); an export is folded
-into a staging copy and committed whole, or answered 400 with nothing changed; pass-through
-names and keys are validated against the exposition rules; counters never take NaN, infinite
-or negative points; streams of every temporality are capped in total and per sender, and the
-exposed series by a budget of their own, apart from the agent's cap on other collectors.
+Limits (docs/requests.md, "OTLP limits"): at most ``max_inflight`` exports are in hand at
+once (``slot``; beyond, ``Busy``: 429 or UNAVAILABLE, retried by the sender); bodies are
+bounded before they are read (declared length, chunked transfer, and after gzip, inflated as
+a stream with a cap); an export is folded into a staging copy and committed whole, or answered
+400 with nothing changed; pass-through names and keys are validated against the exposition
+rules; counters never take NaN, infinite or negative points; streams of every temporality are
+capped in total and per sender, and the exposed series by a budget of their own, apart from
+the agent's cap on other collectors.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -47,7 +56,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -83,6 +92,12 @@ CANONICAL = {
     TPOT: c.TIME_PER_OUTPUT_TOKEN,
 }
 ADVISED_BOUNDS = c.GENAI_ADVISED_BOUNDS
+# Token counters of the current conventions: each is one token type (their cache and reasoning
+# counters are subsets of these, and the per-operation histograms repeat them: both ignored).
+TOKEN_COUNTERS = {c.GENAI_INPUT_TOKENS: "input", c.GENAI_OUTPUT_TOKENS: "output"}
+TOKEN_METRICS = frozenset((TOKENS, *TOKEN_COUNTERS))
+# Who served the request: ``gen_ai.provider.name``, or ``gen_ai.system`` which it replaced.
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
 PASSTHROUGH = c.OTLP_PASSTHROUGH_PREFIX  # gauges of gpuslo's own jobs, exposed as they come
 _PASSTHROUGH_HELP = {spec.name: spec.help for spec in c.DRIFT_FAMILIES}
 UNITS = {"s": 1.0, "": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -90,6 +105,8 @@ DEFAULT_TENANT_KEYS = ("gpuslo.tenant", "tenant")
 DEFAULT_MAX_STREAMS = 100_000
 DEFAULT_MAX_STREAMS_PER_SENDER = 10_000
 DEFAULT_MAX_SERIES = 20_000  # samples of canonical and pass-through series
+DEFAULT_MAX_INFLIGHT = 8  # exports read, decoded or waiting to be folded in at once
+RETRY_AFTER = 1  # seconds a refused (busy) sender is told to wait
 SELF_SERIES = 256  # room for the receiver's own self-metrics on top of its budget
 MAX_BOUNDS = 256  # explicit bucket bounds per point (the GenAI advice uses 13 to 16)
 MAX_EXP_BUCKETS = 4096  # exponential buckets per point (the SDK's default is 160)
@@ -197,6 +214,15 @@ class ExportFailed(Exception):
     """An export that could not be folded in at all; nothing of it was kept."""
 
 
+class NotAnExport(Exception):
+    """A body that does not decode as an OTLP metrics export."""
+
+
+class Busy(Exception):
+    """The receiver has ``max_inflight`` exports in hand: this one is refused before it is
+    read, nothing of it is kept, and the sender retries after ``RETRY_AFTER`` seconds."""
+
+
 @dataclass
 class _Stage:
     """What one export changes, kept apart until the whole export is folded in.
@@ -235,11 +261,13 @@ class OtlpReceiver:
         max_series: int = DEFAULT_MAX_SERIES,
         max_body: int | None = None,
         max_decompressed: int | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
     ) -> None:
         for what, n in (
             ("max_streams", max_streams),
             ("max_streams_per_sender", max_streams_per_sender),
             ("max_series", max_series),
+            ("max_inflight", max_inflight),
         ):
             if n < 1:
                 raise ValueError(f"{what} must be >= 1")
@@ -256,6 +284,9 @@ class OtlpReceiver:
         self.max_body = MAX_BODY if max_body is None else max_body
         self.max_decompressed = MAX_DECOMPRESSED if max_decompressed is None else max_decompressed
         self.stale_after = stale_after
+        self.max_inflight = max_inflight
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
         self._clock = clock
         self._lock = threading.Lock()
         self._hists: dict[tuple[str, Labels], _Hist] = {}
@@ -270,10 +301,14 @@ class OtlpReceiver:
         self.points = {"accepted": 0.0, "ignored": 0.0, "rejected": 0.0}
         self.rejected: dict[str, float] = {}
         self.requests: dict[str, float] = {}
+        # Requests are counted under a lock of their own: answering (a refusal above all)
+        # never waits for an export being folded in.
+        self._count_lock = threading.Lock()
+        self._requests_version = 0
         # Bumped on every change: collect() hands back the same families while nothing
         # changed, so the agent reuses their rendered text instead of rendering again.
         self._version = 0
-        self._collected: tuple[int, list[Metric]] | None = None
+        self._collected: tuple[tuple[int, int], list[Metric]] | None = None
 
     @property
     def series_budget(self) -> int:
@@ -282,6 +317,35 @@ class OtlpReceiver:
         return self.max_series + SELF_SERIES
 
     # ------------------------------------------------------------------ ingest
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """One of ``max_inflight`` places for an export being read, decoded or folded in (the
+        bounded ingest queue: exports wait for the fold in these places). Raises ``Busy``,
+        before anything is read, when all are taken: what the receiver holds in hand is
+        bounded by ``max_inflight`` bodies, and a refusal loses nothing (the sender retries)."""
+        with self._inflight_lock:
+            if self._inflight >= self.max_inflight:
+                raise Busy(
+                    f"{self._inflight} exports in hand already (at most {self.max_inflight}); "
+                    f"retry in {RETRY_AFTER} s"
+                )
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
+
+    def export(self, request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
+        """Fold one decoded export in and build the OTLP response (what both transports send
+        back): ``partial_success`` names the rejected points. Raises ``ExportFailed``."""
+        rejected, message = self.ingest(request)
+        response = ExportMetricsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_data_points = rejected
+            response.partial_success.error_message = message
+        return response
+
     def ingest(self, request: ExportMetricsServiceRequest) -> tuple[int, str]:
         """Fold one export in, whole or not at all; returns (rejected data points, first
         rejection message). Raises ``ExportFailed`` (and changes nothing) when the export
@@ -301,7 +365,7 @@ class OtlpReceiver:
                             kind = metric.WhichOneof("data")
                             if name.startswith(PASSTHROUGH) and kind == "gauge":
                                 n = self._gauge(st, name, metric.gauge.data_points, resource, now)
-                            elif name not in ADVISED_BOUNDS:
+                            elif name not in ADVISED_BOUNDS and name not in TOKEN_COUNTERS:
                                 ignored += _count_points(metric, kind)
                                 continue
                             else:
@@ -420,12 +484,16 @@ class OtlpReceiver:
             c.LABEL_TENANT: capped,
             c.LABEL_NAMESPACE: res.get("k8s.namespace.name", ""),
             c.LABEL_POD: res.get("k8s.pod.name", ""),
-            c.LABEL_SERVER: res.get("gpuslo.server") or "otlp",
+            c.LABEL_SERVER: res.get("gpuslo.server")
+            or next((v for k in PROVIDER_KEYS if (v := att.get(k) or res.get(k))), "")
+            or "otlp",
         }
         if name == DURATION:
             labels[c.LABEL_OUTCOME] = outcome_of(att.get("error.type", ""))
         elif name == TOKENS:
             labels[c.LABEL_TOKEN_TYPE] = att.get("gen_ai.token.type", "") or "unknown"
+        elif name in TOKEN_COUNTERS:
+            labels[c.LABEL_TOKEN_TYPE] = TOKEN_COUNTERS[name]
         out = (tuple(sorted((k, v) for k, v in labels.items() if v)), capped != tenant)
         self._labels[key] = out
         return out
@@ -726,13 +794,15 @@ class OtlpReceiver:
                     self._per_sender.pop(k[1], None)
                     self._sender_series.pop(k[1], None)  # a gone sender's share is freed
                 self._version += 1
-            if self._collected is not None and self._collected[0] == self._version:
+            with self._count_lock:
+                requests = dict(self.requests)
+                version = (self._version, self._requests_version)
+            if self._collected is not None and self._collected[0] == version:
                 return self._collected[1]
-            version = self._version
             hists = [(k, h.bounds, list(h.cum), h.sum, h.count) for k, h in self._hists.items()]
             counters = list(self._counters.items())
             gauges = list(self._gauges.items())
-            points, requests = dict(self.points), dict(self.requests)
+            points = dict(self.points)
             reasons = dict(self.rejected)
             streams, series = len(self._streams), self._series
         families: dict[str, Metric] = {}
@@ -782,19 +852,21 @@ class OtlpReceiver:
         self._collected = (version, out)
         return out
 
-    def count_request(self, code: int) -> None:
-        with self._lock:
+    def count_request(self, code: int | str) -> None:
+        with self._count_lock:
             self.requests[str(code)] = self.requests.get(str(code), 0.0) + 1
-            self._version += 1
+            self._requests_version += 1
 
 
 def _points_of(name: str, kind: str | None, metric: Any) -> tuple[Any, int, float]:
     """A GenAI metric's data points, temporality and unit factor, or why it is rejected."""
+    if name in TOKEN_COUNTERS and kind != "sum":
+        raise Rejected(f"{kind or 'no data'}: this metric is a counter (a Sum)", "unsupported")
     if kind == "histogram":
         data = metric.histogram
     elif kind == "exponential_histogram":
         data = metric.exponential_histogram
-    elif kind == "sum" and name == TOKENS:
+    elif kind == "sum" and name in TOKEN_METRICS:
         data = metric.sum
         if not data.is_monotonic:
             raise Rejected("a token-usage Sum must be monotonic", "unsupported")
@@ -802,7 +874,7 @@ def _points_of(name: str, kind: str | None, metric: Any) -> tuple[Any, int, floa
         raise Rejected(f"{kind or 'no data'} is not supported for this metric", "unsupported")
     if data.aggregation_temporality not in (DELTA, CUMULATIVE):
         raise Rejected("aggregation temporality unspecified", "unsupported")
-    unit = 1.0 if name == TOKENS else UNITS.get(metric.unit)
+    unit = 1.0 if name in TOKEN_METRICS else UNITS.get(metric.unit)
     if unit is None:
         raise Rejected(f"unit {metric.unit!r} is not a time unit (s, ms, us, ns)", "unit")
     return data.data_points, data.aggregation_temporality, unit
@@ -872,6 +944,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = self._unread = True
             return self._status(415, f"Content-Encoding {encoding!r}: use gzip", ctype)
         try:
+            with self.receiver.slot():
+                self._export(ctype, encoding)
+        except Busy as err:  # OTLP/HTTP throttling: 429 with Retry-After, the body unread
+            self.close_connection = self._unread = True
+            self._status(429, str(err), ctype, {"Retry-After": str(RETRY_AFTER)})
+
+    def _export(self, ctype: str, encoding: str) -> None:
+        try:
             body = self._read_body()
         except _BodyError as err:
             self.close_connection = self._unread = True  # what is left of the body stays unread
@@ -881,22 +961,10 @@ class _Handler(BaseHTTPRequestHandler):
                 body = _gunzip(body, self.max_decompressed)
         except _BodyError as err:
             return self._status(err.code, str(err), ctype)
-        request = ExportMetricsServiceRequest()
         try:
-            if ctype == PROTOBUF:
-                request.ParseFromString(body)
-            else:
-                json_format.Parse(body, request, ignore_unknown_fields=True)
-        except (DecodeError, json_format.ParseError, UnicodeDecodeError, RecursionError) as err:
-            return self._status(400, f"not an OTLP metrics export: {err}", ctype)
-        try:
-            rejected, message = self.receiver.ingest(request)
-        except ExportFailed as err:
+            response = self.receiver.export(decode(body, ctype))
+        except (NotAnExport, ExportFailed) as err:
             return self._status(400, str(err), ctype)
-        response = ExportMetricsServiceResponse()
-        if rejected:
-            response.partial_success.rejected_data_points = rejected
-            response.partial_success.error_message = message
         self._reply(200, ctype, response)
 
     def _read_body(self) -> bytes:
@@ -977,12 +1045,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._status(405, "POST OTLP metrics to /v1/metrics", PROTOBUF)
 
-    def _status(self, code: int, message: str, ctype: str) -> None:
+    def _status(
+        self, code: int, message: str, ctype: str, headers: dict[str, str] | None = None
+    ) -> None:
         from google.rpc.status_pb2 import Status
 
-        self._reply(code, ctype, Status(code=_GRPC_CODES.get(code, 2), message=message))
+        status = Status(code=_GRPC_CODES.get(code, 2), message=message)
+        self._reply(code, ctype, status, headers)
 
-    def _reply(self, code: int, ctype: str, message: Any) -> None:
+    def _reply(
+        self, code: int, ctype: str, message: Any, headers: dict[str, str] | None = None
+    ) -> None:
         self.receiver.count_request(code)
         if ctype == JSON:
             body = json_format.MessageToJson(message, indent=None).encode()
@@ -991,6 +1064,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -1000,7 +1075,20 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-_GRPC_CODES = {400: 3, 404: 12, 405: 12, 411: 3, 413: 8, 415: 3}
+_GRPC_CODES = {400: 3, 404: 12, 405: 12, 411: 3, 413: 8, 415: 3, 429: 14}
+
+
+def decode(body: bytes, ctype: str = PROTOBUF) -> ExportMetricsServiceRequest:
+    """An export from its protobuf (or OTLP/JSON) encoding; ``NotAnExport`` otherwise."""
+    request = ExportMetricsServiceRequest()
+    try:
+        if ctype == JSON:
+            json_format.Parse(body, request, ignore_unknown_fields=True)
+        else:
+            request.ParseFromString(body)
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError, RecursionError) as err:
+        raise NotAnExport(f"not an OTLP metrics export: {err}") from None
+    return request
 
 
 def _gunzip(body: bytes, cap: int) -> bytes:

@@ -86,6 +86,18 @@ def settle(metrics_url: str, name: str, want_count: float, **labels: str):
         time.sleep(0.05)
 
 
+def settle_on(metrics_url: str, name: str, want: float, **labels: str):
+    """Scrape until ``name`` (one series) has the value ``want``, or 5 s went by."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        samples = scrape(metrics_url)
+        if sum(pick(samples, name, **labels).values()) == want or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
 def sdk_provider(endpoint: str, resource: dict[str, str], **exporter_args):
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.sdk.metrics import MeterProvider
@@ -245,6 +257,9 @@ def test_the_instrument_helper_records_outcomes_tokens_and_tenant_through_the_ag
     # time to first token only for successful requests that produced one
     assert one(samples, ttft, tenant="acme") == 1
     assert one(samples, ttft, tenant="__other__") == 2
+    # The receiver's process reports its tenants to the agent's cap when the agent samples
+    # it; the tenants collector shows them at its next sample (one interval later at most).
+    samples = settle_on(metrics_url, "gpuslo_tenants_tracked", 2)
     assert one(samples, "gpuslo_tenants_tracked") == 2
     assert one(samples, "gpuslo_tenant_overflow_total", source="otlp") > 0
 
@@ -536,6 +551,12 @@ def test_agent_cli_refuses_bad_otlp_flags():
         (["--otlp-listen", "nowhere"], "--otlp-listen: expected HOST:PORT"),
         (["--otlp-listen", "127.0.0.1:0", "--once"], "needs a serving agent"),
         (["--tenant-cap", "-1"], "--tenant-cap: must be >= 0"),
+        (["--otlp-grpc-listen", "127.0.0.1:0", "--once"], "needs a serving agent"),
+        (["--otlp-grpc-listen", "nowhere"], "--otlp-grpc-listen: expected HOST:PORT"),
+        (
+            ["--otlp-grpc-listen", "127.0.0.1:0", "--otlp-max-inflight", "0"],
+            "--otlp-max-inflight: must be >= 1",
+        ),
     ]:
         proc = run_gpuslo("agent", "--no-collector.gpu", "--no-collector.infiniband", *args)
         assert proc.returncode == 2, proc.stderr
