@@ -4,6 +4,10 @@
 - ``twin``: the digital twin's pool API over HTTP (for the demo).
 - ``kubernetes``: the official client (``remediation.kube``).
 
+An actuator with a warm pool (``log``, ``twin``) also has ``promote_warm``: serve ``replicas``,
+warm replicas first, cold ones behind them; the ``promote_warm`` action uses it, and a plain
+``scale`` on actuators without one.
+
 Every call sets an absolute state (replicas, weights), never a relative one, so repeating a
 call after a crash has the same effect as making it once.
 """
@@ -63,6 +67,12 @@ class LogActuator:
             self.calls.append(("scale", workload.ref, replicas))
         return "recorded"
 
+    def promote_warm(self, workload: Workload, replicas: int) -> str:
+        with self._lock:
+            self.pools[workload.ref] = replicas
+            self.calls.append(("promote_warm", workload.ref, replicas))
+        return "recorded, warm first"
+
     def weights(self, route: Route) -> dict[str, int]:
         with self._lock:
             return dict(self.routes.get(route.ref, {}))
@@ -102,6 +112,14 @@ class TwinActuator:
     def scale(self, workload: Workload, replicas: int) -> str:
         self._call("PUT", f"/v1/pools/{workload.namespace}/{workload.name}", {"replicas": replicas})
         return "twin pool"
+
+    def promote_warm(self, workload: Workload, replicas: int) -> str:
+        body = self._call(
+            "PUT",
+            f"/v1/pools/{workload.namespace}/{workload.name}",
+            {"replicas": replicas, "warm_first": True},
+        )
+        return f"twin pool, {int(body.get('promoted', 0))} warm promoted"
 
     def weights(self, route: Route) -> dict[str, int]:
         body = self._call("GET", f"/v1/routes/{route.namespace}/{route.name}")

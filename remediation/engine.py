@@ -256,6 +256,11 @@ class Remediator:
         action = policy.action
         if action.scale_pool is not None:
             return self._plan_scale(action.scale_pool)
+        if action.promote_warm is not None:  # the same plan; warm replicas serve first
+            target, plan = self._plan_scale(action.promote_warm)
+            if plan is not None:
+                plan["steps"][0]["warm_first"] = True
+            return target, plan
         if action.cpu_fallback is not None:
             return self._plan_fallback(action.cpu_fallback)
         return "(nothing)", {"notify": True}
@@ -312,7 +317,11 @@ class Remediator:
     def _apply(self, plan: dict[str, Any]) -> str:
         done = []
         for step in plan.get("steps", []):
-            if "scale" in step:
+            promote = getattr(self.actuator, "promote_warm", None)  # actuators with warm pools
+            if "scale" in step and step.get("warm_first") and promote is not None:
+                how = promote(Workload(**step["scale"]), int(step["replicas"]))
+                done.append(f"{step['scale']['name']} to {step['replicas']} replicas ({how})")
+            elif "scale" in step:
                 how = self.actuator.scale(Workload(**step["scale"]), int(step["replicas"]))
                 done.append(f"{step['scale']['name']} to {step['replicas']} replicas ({how})")
             else:

@@ -83,7 +83,82 @@ _ENTRY = {
         "updated": {"type": "string"},
     },
 }
+_CAUSE = {
+    "type": "object",
+    "properties": {
+        "kind": {"type": "string"},
+        "entity": {"type": "object", "additionalProperties": {"type": "string"}},
+        "score": {"type": "number"},
+        "summary": {"type": "string"},
+        "evidence": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "signal": {"type": "string"},
+                    "changed_at": {"type": "number", "description": "Unix seconds"},
+                    "before": {"type": "number", "nullable": True},
+                    "after": {"type": "number", "nullable": True},
+                    "effect": {"type": "number"},
+                    "p_value": {"type": "number"},
+                    "query": {"type": "string", "description": "the PromQL"},
+                    "series": {
+                        "type": "array",
+                        "description": "[Unix seconds, value] pairs (top causes only)",
+                        "items": {"type": "array", "items": {"type": "number"}},
+                    },
+                },
+            },
+        },
+    },
+}
+_TIME = {"type": "string", "format": "date-time"}
+_NULL_TIME = {"type": "string", "format": "date-time", "nullable": True}
+_INCIDENT = {
+    "type": "object",
+    "description": "one firing episode of one page (Alertmanager's fingerprint + startsAt)",
+    "properties": {
+        "id": {"type": "string"},
+        "url": {"type": "string", "description": "the HTML page"},
+        "slo": {"type": "string"},
+        "service": {"type": "string"},
+        "tier": {"type": "string"},
+        "severity": {"type": "string"},
+        "alertname": {"type": "string"},
+        "fingerprint": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "started_at": _TIME,
+        "received_at": _TIME,
+        "explained_at": _NULL_TIME,
+        "resolved_at": _NULL_TIME,
+        "summary": {"type": "string"},
+        "explanation": {
+            "type": "object",
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": ["pending", "explained", "failed", "skipped", "unavailable"],
+                },
+                "reason": {"type": "string"},
+                "detected": {"type": "number"},
+                "onset": {"type": "number"},
+                "candidates": {"type": "integer"},
+                "radius": {"type": "object"},
+                "causes": {"type": "array", "items": {"$ref": "#/components/schemas/Cause"}},
+            },
+        },
+        "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
+        "deliveries": {
+            "type": "object",
+            "description": "per target (chat, webhook, grafana): when the message and the "
+            "update went out, or the last error",
+        },
+    },
+}
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -95,7 +170,13 @@ OPENAPI: dict[str, Any] = {
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {"Payload": _PAYLOAD, "Alert": _ALERT, "Entry": _ENTRY},
+        "schemas": {
+            "Payload": _PAYLOAD,
+            "Alert": _ALERT,
+            "Entry": _ENTRY,
+            "Incident": _INCIDENT,
+            "Cause": _CAUSE,
+        },
     },
     "paths": {
         "/v1/alerts": {
@@ -110,13 +191,15 @@ OPENAPI: dict[str, Any] = {
                 },
                 "responses": {
                     "200": {
-                        "description": "one outcome per (alert, matching policy)",
+                        "description": "one outcome per (alert, matching policy), and the "
+                        "ids of the delivery's incidents",
                         "content": {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
                                     "properties": {
-                                        "outcomes": {"type": "array", "items": {"type": "object"}}
+                                        "outcomes": {"type": "array", "items": {"type": "object"}},
+                                        "incidents": {"type": "array", "items": {"type": "string"}},
                                     },
                                 }
                             }
@@ -162,6 +245,84 @@ OPENAPI: dict[str, Any] = {
                     "400": _ERROR,
                     "401": _ERROR,
                 },
+            }
+        },
+        "/v1/incidents": {
+            "get": {
+                "summary": "Incidents (every page), newest first",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": n, "in": "query", "schema": {"type": "string"}}
+                    for n in ("slo", "service", "tier", "status")
+                ]
+                + [
+                    {"name": "since", "in": "query", "schema": {"type": "number"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "incidents",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "incidents": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Incident"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                },
+            }
+        },
+        "/v1/incidents/{id}": {
+            "get": {
+                "summary": "One incident",
+                "security": _BEARER,
+                "parameters": _ID,
+                "responses": {
+                    "200": {
+                        "description": "the incident",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Incident"}
+                            }
+                        },
+                    },
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/incidents/{id}": {
+            "get": {
+                "summary": "One incident's HTML page, with evidence charts (bearer token unless "
+                "settings.incidents.open_pages)",
+                "security": _BEARER,
+                "parameters": _ID,
+                "responses": {
+                    "200": {"description": "HTML", "content": {"text/html": {}}},
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/incidents/open": {
+            "get": {
+                "summary": "Redirect to the newest incident of an SLO and tier (the alerts' "
+                "incident_url annotation)",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": n, "in": "query", "schema": {"type": "string"}}
+                    for n in ("slo", "service", "tier")
+                ],
+                "responses": {"302": {"description": "to /incidents/{id}"}, "404": _ERROR},
             }
         },
         "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}},

@@ -111,22 +111,28 @@ class NotifyOnly(FrozenStrict):
     """Record the decision; act on nothing."""
 
 
+_ACTIONS = ("scale_pool", "promote_warm", "cpu_fallback", "notify_only")
+
+
 class Action(FrozenStrict):
     scale_pool: ScalePool | None = None
+    # As scale_pool, but warm replicas (loaded, idle) serve first and cold ones start behind
+    # them, where the actuator has a warm pool (the twin); elsewhere a plain scale.
+    promote_warm: ScalePool | None = None
     cpu_fallback: CpuFallback | None = None
     notify_only: NotifyOnly | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Action:
-        if sum(x is not None for x in (self.scale_pool, self.cpu_fallback, self.notify_only)) != 1:
-            raise ValueError("give exactly one action: scale_pool, cpu_fallback or notify_only")
+        if sum(getattr(self, k) is not None for k in _ACTIONS) != 1:
+            raise ValueError(
+                "give exactly one action: scale_pool, promote_warm, cpu_fallback or notify_only"
+            )
         return self
 
     @property
     def kind(self) -> str:
-        return next(
-            k for k in ("scale_pool", "cpu_fallback", "notify_only") if getattr(self, k) is not None
-        )
+        return next(k for k in _ACTIONS if getattr(self, k) is not None)
 
 
 class RateLimit(FrozenStrict):
@@ -183,6 +189,63 @@ class Policy(FrozenStrict):
         return all(labels.get(k) == v for k, v in self.match.items())
 
 
+class Endpoint(FrozenStrict):
+    """Where a notification goes: a URL, or a file holding it (a chat webhook URL is a
+    secret); a bearer token file for endpoints that want one."""
+
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    url_file: str | None = None
+    token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Endpoint:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url or url_file")
+        return self
+
+
+class GrafanaTarget(FrozenStrict):
+    """Grafana's HTTP API: an annotation per incident on the SLO's drill-down dashboard."""
+
+    url: str = Field(pattern=r"^https?://")
+    token_file: str = Field(description="a service-account token (Authorization: Bearer)")
+    panel_id: int = Field(
+        default=1,
+        ge=0,
+        description="the drill-down panel to annotate (1: the budget burn-down, the first "
+        "panel as Grafana numbers them); 0: the whole dashboard",
+    )
+    dashboard_uid: str | None = Field(
+        default=None, description="instead of the SLO's generated drill-down uid"
+    )
+
+
+class IncidentSettings(FrozenStrict):
+    """Every page becomes an incident: explained at its startsAt, stored with the journal,
+    served at /v1/incidents and announced where the on-call looks."""
+
+    enabled: bool = True
+    match: dict[str, str] = Field(
+        default_factory=lambda: {"severity": "page"},
+        description="which alerts are pages (labels they must carry); they also need an slo label",
+    )
+    external_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="the hook as people reach it (for links in messages and alerts)",
+    )
+    chat: Endpoint | None = Field(default=None, description="Slack-compatible webhook")
+    webhook: Endpoint | None = Field(default=None, description="generic JSON webhook")
+    grafana: GrafanaTarget | None = None
+    workers: int = Field(default=4, ge=1, le=64)
+    queue: int = Field(default=256, ge=1, le=100_000, description="pages waiting at most")
+    open_pages: bool = Field(
+        default=False,
+        description="serve the HTML incident pages without the bearer token (a browser has "
+        "none; otherwise put an authenticating proxy in front)",
+    )
+
+
 class Settings(FrozenStrict):
     dry_run: bool = False
     kill_switch: str | None = Field(
@@ -200,6 +263,7 @@ class Settings(FrozenStrict):
         "policies with when_cause/unless_cause",
     )
     explain_step: str = Field(default="1m", description="resolution of the cause analysis")
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
 
     _explain_step = field_validator("explain_step")(_duration)
 

@@ -1,5 +1,11 @@
 """The webhook service: ``POST /v1/alerts`` (Alertmanager), ``GET /v1/actions`` (the journal),
-``/healthz``, ``/metrics`` and ``/openapi.json``.
+``GET /v1/incidents`` and ``/incidents/{id}`` (every page, explained), ``/healthz``,
+``/metrics`` and ``/openapi.json``.
+
+Incidents are served by the same process as the actions, beside them: they share the
+journal's database (one writer, the exactly-once rules), the payload parsing and the token,
+and a page's incident links the decisions the hook took on it. Their explanations run on
+their own bounded worker pool, so a slow Prometheus never delays an action.
 
 ``/v1/*`` needs ``Authorization: Bearer <token>`` when a token is set (Alertmanager's
 ``http_config.authorization``); without valid credentials a request gets 401 and changes
@@ -37,6 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from gpuslo.foundation import conventions as c
 
 from .engine import Outcome, Remediator
+from .incidents import Incidents
 from .openapi import OPENAPI
 from .webhook import PayloadError, parse_payload
 
@@ -113,8 +120,10 @@ class Hook:
         tick: float = 1.0,
         idle_timeout: float = IDLE_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
+        incidents: Incidents | None = None,
     ) -> None:
         self.remediator = remediator
+        self.incidents = incidents
         self.metrics = metrics
         self.token = token
         self.idle_timeout = idle_timeout
@@ -138,6 +147,8 @@ class Hook:
         return header is not None and hmac.compare_digest(header.encode(), expected)
 
     def start(self) -> Hook:
+        if self.incidents is not None:
+            self.incidents.start()
         for target in (self.server.serve_forever, self._reverts):
             t = threading.Thread(target=target, daemon=True)
             t.start()
@@ -157,6 +168,8 @@ class Hook:
         self._stop.set()
         self.server.shutdown()
         self.server.server_close()
+        if self.incidents is not None:
+            self.incidents.stop()
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
@@ -227,8 +240,59 @@ def _handler(hook: Hook) -> type[BaseHTTPRequestHandler]:
                 if not hook.authorized(self.headers.get("Authorization")):
                     return self._error(401, "unauthorized", "missing or invalid bearer token")
                 self._actions(parse_qs(url.query))
+            elif url.path.startswith(("/v1/incidents", "/incidents/")) and hook.incidents:
+                self._incidents(url.path, parse_qs(url.query))
             else:
                 self._send(404, {"error": f"no such path: {url.path}"})
+
+        def _incidents(self, path: str, query: dict[str, list[str]]) -> None:
+            assert hook.incidents is not None
+            store, base = hook.incidents.store, hook.incidents.base_url
+            html = path.startswith("/incidents/")
+            open_pages = html and hook.incidents.settings.open_pages
+            if not open_pages and not hook.authorized(self.headers.get("Authorization")):
+                return self._error(401, "unauthorized", "missing or invalid bearer token")
+            if path == "/v1/incidents":
+                args: dict[str, Any] = {
+                    k: query[k][0] for k in ("slo", "service", "tier", "status") if k in query
+                }
+                try:
+                    if "since" in query:
+                        args["since"] = float(query["since"][0])
+                    args["limit"] = min(int(query.get("limit", ["100"])[0]), 1000)
+                except ValueError:
+                    return self._error(400, "bad_request", "since and limit must be numbers")
+                if args["limit"] < 1:
+                    return self._error(400, "bad_request", "limit must be at least 1")
+                found = store.query(**args)
+                for i in found:
+                    i.actions = store.actions(i.id)
+                return self._send(200, {"incidents": [i.public(base) for i in found]})
+            if path == c.INCIDENT_OPEN_PATH:
+                first = {k: v[0] for k, v in query.items()}
+                newest = store.query(
+                    slo=first.get(c.LABEL_SLO),
+                    service=first.get(c.LABEL_SERVICE),
+                    tier=first.get(c.LABEL_TIER),
+                    limit=1,
+                )
+                if not newest:
+                    return self._send(404, {"error": "no incident of that SLO and tier yet"})
+                self.send_response(302)
+                self.send_header("Location", f"/incidents/{newest[0].id}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            ident = path.rsplit("/", 1)[1]
+            incident = store.get(ident) if re.fullmatch(r"[0-9a-f]{1,64}", ident) else None
+            if incident is None or path not in (f"/v1/incidents/{ident}", f"/incidents/{ident}"):
+                return self._send(404, {"error": f"no such incident: {ident}"})
+            if html:
+                from .incident_page import render
+
+                page = render(incident).encode()
+                return self._send(200, page, "text/html; charset=utf-8")
+            return self._send(200, incident.public(base))
 
         def _actions(self, query: dict[str, list[str]]) -> None:
             args: dict[str, Any] = {}
@@ -387,11 +451,24 @@ def _handler(hook: Hook) -> type[BaseHTTPRequestHandler]:
                 payload = parse_payload(body)
             except PayloadError as err:
                 return self._error(400, "bad_request", str(err))
+            pages: dict[str, str] = {}
+            if hook.incidents is not None:
+                try:  # a few SQLite writes; the explanation runs on the incident workers
+                    pages = hook.incidents.observe(payload)
+                except Exception:  # incidents never stand in the way of an action
+                    log.exception("recording the incidents of %s failed", payload.groupKey)
             try:
                 outcomes = hook.remediator.handle(payload)
             except Exception as err:  # the journal keeps what was decided; report, don't crash
                 log.exception("handling %s failed", payload.groupKey)
                 return self._error(500, "internal", f"internal error: {type(err).__name__}")
+            if pages and hook.incidents is not None:
+                try:
+                    hook.incidents.link(pages, outcomes)
+                except Exception:
+                    log.exception(
+                        "linking the decisions of %s to incidents failed", payload.groupKey
+                    )
             self._send(
                 200,
                 {
@@ -404,7 +481,8 @@ def _handler(hook: Hook) -> type[BaseHTTPRequestHandler]:
                             "id": o.entry_id,
                         }
                         for o in outcomes
-                    ]
+                    ],
+                    "incidents": sorted(set(pages.values())),
                 },
             )
 

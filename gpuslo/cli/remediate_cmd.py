@@ -20,6 +20,10 @@ examples:
       --token-file /etc/gpuslo/token --actuator kubernetes
   gpuslo remediate serve --policy policy.yaml --dry-run     # decide and record, never act
 
+Every page (severity=page with an slo label) becomes an incident, explained at its startsAt
+(needs settings.prometheus and settings.slo_specs) and sent to settings.incidents' chat
+webhook, generic webhook and Grafana: GET /v1/incidents, /incidents/ID (docs/incidents.md).
+
 Alertmanager receiver:
   receivers:
     - name: gpuslo
@@ -118,6 +122,40 @@ def _actuator(args: argparse.Namespace) -> Any:
     return KubernetesActuator.from_environment()
 
 
+def _incidents(spec: Any, policy_path: Path, journal: Any, metrics: Any) -> Any:
+    """The incident service of the policy's settings (None when switched off)."""
+    from gpuslo.remediation.incidents import Explainer, Incidents, IncidentStore
+    from gpuslo.remediation.notify import Notifier, targets
+
+    settings = spec.settings
+    if not settings.incidents.enabled:
+        return None
+    store = IncidentStore(journal)
+    explainer = (
+        Explainer.from_settings(settings, policy_path)
+        if settings.prometheus and settings.slo_specs
+        else None
+    )
+    incidents = Incidents(store, settings.incidents, metrics.registry, explain=explainer)
+
+    def uid(incident: Any) -> str:
+        from gpuslo.remediation.incidents import dashboard_uid
+
+        if explainer is not None:
+            return explainer.dashboard_uid(incident.slo, incident.service)
+        return dashboard_uid(incident.slo, incident.service, False)
+
+    try:
+        sinks = targets(settings.incidents, policy_path, uid)
+    except ValueError as err:
+        raise UsageError(f"{policy_path}: settings.{err}") from None
+    incidents.notifier = Notifier(store, sinks, incidents.metrics)
+    queued = incidents.resume()
+    if queued:
+        logging.getLogger(__name__).info("explaining %d incidents left from before", queued)
+    return incidents
+
+
 def serve(args: argparse.Namespace) -> int:
     from gpuslo.remediation.engine import CauseCheck, DataCheck, Remediator
     from gpuslo.remediation.journal import Journal
@@ -162,8 +200,9 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).info(
             "resumed %s after restart: %s %s", o.policy, o.decision, o.reason
         )
+    incidents = _incidents(spec, args.policy, journal, metrics)
     try:
-        hook = Hook(remediator, metrics, host, int(port), token=token, tls=tls)
+        hook = Hook(remediator, metrics, host, int(port), token=token, tls=tls, incidents=incidents)
     except OSError as err:
         raise UsageError(f"cannot listen on {args.listen}: {err.strerror}") from None
     stop = threading.Event()
