@@ -61,6 +61,9 @@ bench: setup
 	$(BIN)/python bench/correlation.py --seeds 10 --write docs/benchmarks.md
 	$(BIN)/python bench/spec_load.py --size-mb 1 --repeat 3 --write docs/benchmarks.md
 	$(BIN)/python bench/hostile_soak.py --seconds 60 --write docs/benchmarks.md
+	$(BIN)/python bench/incidents.py --gpus 2504 --pages 20 --write docs/benchmarks.md
+	$(BIN)/python bench/canary.py --seeds 20 --identical-seeds 200 --write docs/benchmarks.md
+	$(BIN)/python bench/tenant_load.py --rate 200 --seconds 60 --write docs/benchmarks.md
 
 # What a user installs: the wheel, non-editable, in a fresh virtualenv, run outside the checkout.
 wheel-check: setup
