@@ -79,11 +79,23 @@ def on_grid(
     NaN where there is none."""
     values = np.full(n, np.nan)
     for s in series if isinstance(series, list) else [series]:
-        for t, v in s["values"]:
-            k = round((float(t) - start) / step)
-            if 0 <= k < n:
-                value = float(v)
-                values[k] = value if np.isnan(values[k]) else values[k] + value
+        points = s["values"]
+        if not points:
+            continue
+        # Prometheus answers [[t, "v"], ...]: converted in bulk, not point by point (the
+        # correlator grids 10,000 series per explanation).
+        ts, vs = zip(*points, strict=True)
+        t = np.fromiter(ts, np.float64, len(ts))
+        v = np.fromiter(map(float, vs), np.float64, len(vs))
+        k = np.rint((t - start) / step).astype(np.int64)
+        keep = (k >= 0) & (k < n)
+        k, v = k[keep], v[keep]
+        if not len(k):
+            continue
+        # samples landing on one grid point (several series, or a series off the grid) add up
+        hit = np.bincount(k, minlength=n) > 0
+        sums = np.bincount(k, weights=v, minlength=n)
+        values[hit] = np.where(np.isnan(values[hit]), 0.0, values[hit]) + sums[hit]
     return values
 
 
