@@ -65,7 +65,7 @@ _ENTRY = {
         "policy": {"type": "string"},
         "kind": {
             "type": "string",
-            "enum": ["scale_pool", "cpu_fallback", "notify_only", "revert"],
+            "enum": ["scale_pool", "promote_warm", "cpu_fallback", "notify_only", "revert"],
         },
         "status": {
             "type": "string",

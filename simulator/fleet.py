@@ -161,6 +161,12 @@ class PoolState:
     ttft_mean: float = 0.0
     healths: list[float] = field(default_factory=list)  # last step's, per replica
     in_flight: float = 0.0  # requests being served (Little's law: rate x mean duration)
+    tpot_mean: float = 0.0  # last step's
+    shed_share: float = 0.0  # last step's share of requests rejected
+    demand: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # last step's
+    # Warm replicas: placed and loaded, not serving, paid for; promoted in ``warm_start``.
+    warm: list[Replica] = field(default_factory=list)
+    warm_target: int = 0
 
     @property
     def ready(self) -> int:
@@ -168,8 +174,12 @@ class PoolState:
 
 
 class Fleet:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, telemetry: bool = True) -> None:
+        """``telemetry=False``: skip the GPU physics (power, temperature, CRC errors) and the
+        fabric, which only the agents' series need (planning replays read request, latency
+        and replica outcomes only)."""
         self.scenario = scenario
+        self.telemetry = telemetry
         self.rng = random.Random(scenario.seed)
         self.t = 0.0
         self.gpus: list[Gpu] = []
@@ -191,6 +201,8 @@ class Fleet:
         self.totals: dict[tuple[str, str], TenantTotals] = {}
         for state in self.pools.values():
             self._reconcile(state, initial=True)
+            state.warm_target = getattr(state.spec, "warm_replicas", 0)
+            self._reconcile_warm(state, initial=True)
         self.versions = Versions(self)  # canary model versions and their split (versions.py)
         self.incidents = [
             Incident(
@@ -223,6 +235,64 @@ class Fleet:
         state.desired = max(0, replicas)
         self._reconcile(state)
 
+    def set_warm(self, pool: str, replicas: int) -> None:
+        """Keep ``replicas`` warm: new ones load the model (a cold start) before they are."""
+        state = self.pools[pool]
+        state.warm_target = max(0, replicas)
+        self._reconcile_warm(state)
+
+    def promote_warm(self, pool: str, replicas: int) -> int:
+        """Make the pool serve ``replicas``: warm replicas first (serving after the pool's
+        ``warm_start``; loaded ones before those still loading), cold ones behind them for
+        the rest; the warm pool is refilled behind. Below the current size: scale down
+        (replicas go back to the warm pool while it is short). Returns the warm replicas
+        promoted. Absolute, as every pool API call: repeating it changes nothing."""
+        state = self.pools[pool]
+        target = max(0, replicas)
+        promoted = 0
+        if target > state.desired and state.warm:
+            state.warm.sort(key=lambda r: r.ready_at)
+            quick = parse_duration(getattr(state.spec, "warm_start", "10s"))
+            while state.warm and state.desired < target:
+                replica = state.warm.pop(0)
+                replica.ready_at = max(replica.ready_at, self.t + quick)
+                self._hold(replica, state.spec.name, len(state.replicas))
+                state.replicas.append(replica)
+                state.desired += 1
+                promoted += 1
+        self.set_replicas(pool, target)
+        self._reconcile_warm(state)
+        return promoted
+
+    def interrupt(self, pool: str, index: int) -> None:
+        """A spot reclaim of one replica: it is replaced, serving again after a cold start
+        (and paid for meanwhile)."""
+        state = self.pools[pool]
+        if index < len(state.replicas):
+            cold = parse_duration(state.spec.cold_start)
+            state.replicas[index].restarts_until = self.t + cold
+
+    @staticmethod
+    def _hold(replica: Replica, pool: str | None, index: int | None) -> None:
+        for gpu in replica.gpus:
+            gpu.pool, gpu.replica = pool, index
+            if index is None:
+                gpu.util = 0.0
+
+    def _reconcile_warm(self, state: PoolState, initial: bool = False) -> None:
+        if not state.gpu_pool or getattr(state.spec, "mig_profile", None) is not None:
+            return  # warm pools of whole-GPU replicas only
+        while len(state.warm) > state.warm_target:
+            self._hold(state.warm.pop(), None, None)
+        cold = 0.0 if initial else parse_duration(state.spec.cold_start)
+        while len(state.warm) < state.warm_target:
+            gpus = self._place(state.spec.gpus_per_replica)  # type: ignore[union-attr]
+            if not gpus:
+                break  # no free GPUs: the warm pool stays short
+            replica = Replica(gpus, self.t + cold)
+            self._hold(replica, state.spec.name, None)
+            state.warm.append(replica)
+
     def set_fallback_share(self, pool: str, percent: float) -> None:
         self.fallback_share[pool] = min(100.0, max(0.0, percent))
 
@@ -231,6 +301,22 @@ class Fleet:
         cold = 0.0 if initial else parse_duration(state.spec.cold_start)
         while len(state.replicas) > state.desired:
             replica = state.replicas.pop()
+            loading = [r for r in state.warm if r.ready_at > self.t]
+            if (
+                replica.slice is None
+                and state.gpu_pool
+                and state.warm_target > 0
+                and (len(state.warm) < state.warm_target or loading)
+                and not any(g.lost for g in replica.gpus)
+            ):
+                if len(state.warm) >= state.warm_target:  # a loaded one beats one still loading
+                    late = max(loading, key=lambda r: r.ready_at)
+                    state.warm.remove(late)
+                    self._hold(late, None, None)
+                self._hold(replica, state.spec.name, None)  # back to the warm pool, loaded
+                replica.ready_at = min(replica.ready_at, self.t)
+                state.warm.append(replica)
+                continue
             if replica.slice is not None:
                 replica.slice.pool = replica.slice.replica = None
                 replica.slice.util = 0.0
@@ -341,6 +427,8 @@ class Fleet:
         tenant = self.scenario.tenants[tenant_index]
         day = 2 * math.pi * (self.t % 86400) / 86400
         rps = tenant.requests_per_second * (1 + tenant.diurnal * math.sin(day - math.pi / 2))
+        if tenant.weekend != 1.0 and (self.t // 86400) % 7 >= 5:  # day 0 is a Monday
+            rps *= tenant.weekend
         for b in tenant.bursts:
             if parse_duration(b.at) <= self.t < parse_duration(b.at) + parse_duration(b.for_):
                 rps *= b.factor
@@ -380,6 +468,12 @@ class Fleet:
             _, _, action = self._actions.pop(0)
             if action.scale is not None:
                 self.set_replicas(action.scale.pool, action.scale.replicas)
+            elif action.warm is not None:
+                self.set_warm(action.warm.pool, action.warm.replicas)
+            elif action.promote_warm is not None:
+                self.promote_warm(action.promote_warm.pool, action.promote_warm.replicas)
+            elif action.reclaim is not None:
+                self.interrupt(action.reclaim.pool, action.reclaim.replica)
             elif action.fallback is not None:
                 self.set_fallback_share(action.fallback.pool, action.fallback.percent)
         self._apply_faults()
@@ -404,8 +498,9 @@ class Fleet:
         self.versions.split(demand)
         for name, state in self.pools.items():
             self._serve(state, demand[name], dt)
-        self._gpu_physics(dt)
-        self._fabric(dt)
+        if self.telemetry:
+            self._gpu_physics(dt)
+            self._fabric(dt)
 
     def _fabric(self, dt: float) -> None:
         flapping = {inc.node for inc in self._active("ib_flap")}
@@ -441,13 +536,18 @@ class Fleet:
         slowest = min(serving) if serving else 1.0
         tpot = spec.tpot_base / slowest * (1 + 0.3 * min(rho, 1.0))
         state.ttft_mean = ttft
+        state.tpot_mean = tpot
+        state.shed_share = shed_share if capacity > 0 else 1.0
+        state.demand = demand
         state.healths = healths
         state.in_flight = 0.0
         drawn = self.versions.record(state, demand, dt, ttft, tpot, shed_share, capacity)
         for tenant, (rps, tokens_in, tokens_out) in ({} if drawn else demand).items():
-            totals = self.totals.setdefault(
-                (spec.name, tenant), TenantTotals(model=spec.model, namespace=spec.namespace)
-            )
+            totals = self.totals.get((spec.name, tenant))
+            if totals is None:
+                totals = self.totals[(spec.name, tenant)] = TenantTotals(
+                    model=spec.model, namespace=spec.namespace
+                )
             n = rps * dt
             rejected = n * shed_share if capacity > 0 else n
             errors = (n - rejected) * BASE_ERROR_SHARE

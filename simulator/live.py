@@ -7,7 +7,8 @@
   requests in flight, and what the cluster's kube-state-metrics would serve about the replica
   pods and their Deployments (readiness, owners, labels); and the pool API
   the remediation hook's ``twin`` actuator drives: ``GET``/``PUT /v1/pools/{ns}/{name}``
-  (``{"replicas": n}``) and ``/v1/routes/{ns}/{pool}`` (``{"weights": {pool: w, fallback: w}}``).
+  (``{"replicas": n}``; ``"warm_first": true`` promotes warm replicas first, ``"warm": n``
+  sizes the warm pool) and ``/v1/routes/{ns}/{pool}`` (``{"weights": {pool: w, fallback: w}}``).
 """
 
 from __future__ import annotations
@@ -106,16 +107,39 @@ class LiveTwin:
             state = self.fleet.pools.get(name)
             if state is None or state.spec.namespace != namespace:
                 return None
-            ready = sum(1 for r in state.replicas if r.ready_at <= self.fleet.t)
-            return {"replicas": state.desired, "ready": ready, "running": len(state.replicas)}
+            t = self.fleet.t
+            ready = sum(1 for r in state.replicas if r.ready_at <= t)
+            return {
+                "replicas": state.desired,
+                "ready": ready,
+                "running": len(state.replicas),
+                "warm": state.warm_target,
+                "warm_ready": sum(1 for r in state.warm if r.ready_at <= t),
+            }
 
-    def set_pool(self, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
+    def set_pool(
+        self,
+        namespace: str,
+        name: str,
+        replicas: int,
+        warm_first: bool = False,
+        warm: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Scale a pool (cold, or ``warm_first``: warm replicas serve first); ``warm``: the
+        warm pool's size."""
+        promoted = 0
         with self._lock:
             state = self.fleet.pools.get(name)
             if state is None or state.spec.namespace != namespace:
                 return None
-            self.fleet.set_replicas(name, replicas)
-        return self.pool(namespace, name)
+            if warm is not None:
+                self.fleet.set_warm(name, warm)
+            if warm_first:
+                promoted = self.fleet.promote_warm(name, replicas)
+            else:
+                self.fleet.set_replicas(name, replicas)
+        body = self.pool(namespace, name)
+        return None if body is None else {**body, "promoted": promoted}
 
     def route(self, name: str) -> dict[str, Any] | None:
         if name in self.fleet.versions.routes:  # a pool with a canary (versions.py)
@@ -194,7 +218,14 @@ def _handler(twin: LiveTwin) -> type[BaseHTTPRequestHandler]:
             try:
                 data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 if kind == "pools":
-                    body = twin.set_pool(ns, name, int(data["replicas"]))
+                    warm = data.get("warm")
+                    body = twin.set_pool(
+                        ns,
+                        name,
+                        int(data["replicas"]),
+                        warm_first=bool(data.get("warm_first", False)),
+                        warm=None if warm is None else int(warm),
+                    )
                 else:
                     body = twin.set_route(
                         name, {str(k): int(v) for k, v in data["weights"].items()}

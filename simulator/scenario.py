@@ -97,8 +97,12 @@ class Pool(FrozenStrict):
     mig_profile: str | None = Field(
         default=None, description="run each replica on one MIG instance of this profile"
     )
+    warm_replicas: int = Field(
+        default=0, ge=0, description="replicas kept loaded and idle (paid for, not serving)"
+    )
+    warm_start: str = Field(default="10s", description="a warm replica serves this soon")
 
-    _cold = field_validator("cold_start")(check_duration)
+    _cold = field_validator("cold_start", "warm_start")(check_duration)
 
     @model_validator(mode="after")
     def _mig_replica(self) -> Pool:
@@ -141,6 +145,9 @@ class Tenant(FrozenStrict):
     input_tokens: int = Field(default=512, gt=0)
     output_tokens: int = Field(default=256, gt=0)
     bursts: list[Burst] = Field(default_factory=list)
+    weekend: float = Field(
+        default=1.0, gt=0, description="traffic multiplier on days 5 and 6 (day 0: a Monday)"
+    )
 
 
 class Fault(FrozenStrict):
@@ -171,6 +178,11 @@ class ScaleTo(FrozenStrict):
     replicas: int = Field(ge=0)
 
 
+class Reclaim(FrozenStrict):
+    pool: str
+    replica: int = Field(ge=0, description="the replica's index (its pod POOL-N)")
+
+
 class FallbackTo(FrozenStrict):
     pool: str = Field(description="the GPU pool whose traffic shifts")
     percent: float = Field(ge=0, le=100)
@@ -183,13 +195,21 @@ class ScriptedAction(FrozenStrict):
     at: str
     scale: ScaleTo | None = None
     fallback: FallbackTo | None = None
+    warm: ScaleTo | None = Field(default=None, description="keep this many replicas warm")
+    promote_warm: ScaleTo | None = Field(
+        default=None, description="serve this many replicas, promoting warm ones first"
+    )
+    reclaim: Reclaim | None = Field(
+        default=None, description="a spot reclaim: the replica serves again after a cold start"
+    )
 
     _at = field_validator("at")(check_duration)
 
     @model_validator(mode="after")
     def _one(self) -> ScriptedAction:
-        if (self.scale is None) == (self.fallback is None):
-            raise ValueError("give exactly one of scale, fallback")
+        given = (self.scale, self.fallback, self.warm, self.promote_warm, self.reclaim)
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("give exactly one of scale, fallback, warm, promote_warm, reclaim")
         return self
 
 
@@ -239,7 +259,11 @@ def load_scenario(path: str | Path) -> Scenario:
         problems.append(problem_at(path, node, loc, message))
 
     gpus = sum(g.count * g.gpus for g in scenario.nodes if not g.mig)
-    wanted = sum(p.replicas * p.gpus_per_replica for p in scenario.pools if not p.mig_profile)
+    wanted = sum(
+        (p.replicas + p.warm_replicas) * p.gpus_per_replica
+        for p in scenario.pools
+        if not p.mig_profile
+    )
     if wanted > gpus:
         problem(("pools",), f"the pools need {wanted} whole GPUs; the nodes have {gpus}")
     pools = {p.name for p in scenario.pools}
@@ -248,6 +272,9 @@ def load_scenario(path: str | Path) -> Scenario:
             {scenario.fallback.name} if scenario.fallback else set()
         ):
             problem(("actions", i, "scale", "pool"), f"no pool named {a.scale.pool}")
+        for key, to in (("warm", a.warm), ("promote_warm", a.promote_warm), ("reclaim", a.reclaim)):
+            if to is not None and to.pool not in pools:
+                problem(("actions", i, key, "pool"), f"no GPU pool named {to.pool}")
         if a.fallback is not None:
             if scenario.fallback is None:
                 problem(("actions", i, "fallback"), "the scenario has no fallback pool")

@@ -17,6 +17,7 @@ from gpuslo.cli import (
     demo_cmd,
     drift_cmd,
     examples_cmd,
+    plan_cmd,
     remediate_cmd,
     slo_cmd,
     tenants_cmd,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     remediate_cmd.add_parser(sub)
     canary_cmd.add_parser(sub)
     tenants_cmd.add_parser(sub)
+    plan_cmd.add_parser(sub)
     twin_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
     examples_cmd.add_parser(sub)
