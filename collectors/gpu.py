@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client.core import Metric
@@ -12,7 +12,7 @@ from prometheus_client.core import Metric
 from gpuslo.foundation import conventions as c
 from gpuslo.foundation.exposition import add, family
 
-from .attribution import Attributor, PodRef, process_ref
+from .attribution import Attributor, PodRef, ProcessRef, process_ref
 from .backends.base import BackendUnavailable, DriverInfo, GpuBackend, GpuSample
 from .errors import CollectorUnavailable
 
@@ -54,6 +54,7 @@ class GpuCollector:
         attributor: Attributor | None = None,
         procfs: str | Path = "/proc",
         naming: c.GpuNaming = _DEFAULT_NAMING,
+        max_processes: int = c.GPU_PROCESS_CAP,
     ) -> None:
         self.backend = backend
         self._hostname = hostname
@@ -64,6 +65,8 @@ class GpuCollector:
         self._driver: DriverInfo | None = None
         self._xids: dict[str, dict[int, int]] = {}  # GPU UUID -> XID code -> count
         self._last_xid: dict[str, int] = {}
+        self.max_processes = max_processes  # processes listed per GPU; the rest are counted
+        self._procs_dropped: dict[str, int] = {}  # GPU UUID -> processes left out so far
 
     def _ensure_open(self) -> DriverInfo:
         if self._driver is None:
@@ -120,6 +123,7 @@ class GpuCollector:
         link_fams = [(family(spec), attr) for spec, attr in link_specs]
         pod_info = family(c.GPU_POD_INFO)
         proc_info = family(c.GPU_PROCESS_INFO)
+        procs_dropped = family(c.GPU_PROCESSES_DROPPED)
 
         for s in samples:
             ident = s.identity
@@ -176,22 +180,45 @@ class GpuCollector:
                     add(pod_info, {**mig_labels, **_pod_labels(ref)}, 1.0)
             for ref in owners:
                 add(pod_info, {**labels, **_pod_labels(ref)}, 1.0)
-            if not by_device:
-                for pid in s.pids:
-                    proc = process_ref(pid, self._procfs)
-                    add(
-                        proc_info,
-                        {
-                            **labels,
-                            c.LABEL_PID: str(pid),
-                            c.LABEL_POD_UID: proc.pod_uid,
-                            c.LABEL_CONTAINER_ID: proc.container_id,
-                        },
-                        1.0,
-                    )
+            # Every process, also on GPUs the kubelet attributes: a process in no serving
+            # pod's cgroup (a noisy neighbour) is the strongest sign of a shared GPU.
+            kept = self._processes(s.pids)
+            self._procs_dropped[ident.uuid] = (
+                self._procs_dropped.get(ident.uuid, 0) + len(s.pids) - len(kept)
+            )
+            add(procs_dropped, labels, self._procs_dropped[ident.uuid])
+            for proc in kept:
+                add(
+                    proc_info,
+                    {
+                        **labels,
+                        c.LABEL_PID: str(proc.pid),
+                        c.LABEL_POD_UID: proc.pod_uid,
+                        c.LABEL_CONTAINER_ID: proc.container_id,
+                    },
+                    1.0,
+                )
         ordered = [up, info, *fams.values(), xid_last, xid_total, energy, throttle]
         ordered += [pcie_tx, pcie_rx, link_up, *(f for f, _ in link_fams), pod_info, proc_info]
+        ordered.append(procs_dropped)
         return ordered
+
+    def _processes(self, pids: Sequence[int]) -> list[ProcessRef]:
+        """At most ``max_processes`` of a GPU's processes, traced to their pods: one of each
+        pod first (so a pod's many workers cannot hide another pod's process), then the rest
+        in the order the driver lists them. Only ``4 * max_processes`` cgroups are read."""
+        cap = self.max_processes
+        refs = [process_ref(pid, self._procfs) for pid in pids[: 4 * cap]]
+        seen: set[str] = set()
+        first: list[ProcessRef] = []
+        rest: list[ProcessRef] = []
+        for ref in refs:
+            key = ref.pod_uid or f"pid:{ref.pid}"  # a process outside any pod is its own
+            (rest if key in seen else first).append(ref)
+            seen.add(key)
+        kept = (first + rest)[:cap]
+        order = {ref.pid: i for i, ref in enumerate(refs)}
+        return sorted(kept, key=lambda r: order[r.pid])
 
     def _gpu_labels(self, s: GpuSample, owners: list[PodRef]) -> dict[str, str]:
         ident = s.identity

@@ -54,6 +54,8 @@ SEARCH_BEFORE = 40 * 60.0  # change points searched from onset - this … (a bac
 SEARCH_AFTER = 5 * 60.0  # … to onset + this
 LATE = 2 * 60.0  # a change later than onset + this is an effect, not a cause
 EFFECT_CAP = 20.0
+MIN_SCORE = 0.1  # a cause scoring less is not named (a page with no fault names nothing)
+WHOLE_RISE = 0.3  # a tenant's rise counts in full from 30% of the model's traffic
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Signal:
     peer_relative: bool = False
     carry: bool = False  # a counter: 0 before its first sample, its last value in a gap
     follows: str = ""  # the signal (by name) whose rise on the same entity explains this one's
+    # A share of a whole (a tenant's requests of the model's): a rise counts by how much it
+    # adds to the sum of every series of the signal, in full from this fraction of the sum.
+    whole: float = 0.0
 
 
 # The names in the signals' PromQL templates, from the naming contract (metrics by their
@@ -394,6 +399,9 @@ SIGNALS: tuple[Signal, ...] = (
         0.9,
         1,
         fill=0.0,
+        # A tenant adding a few percent to the model's traffic stays inside the headroom a
+        # pool keeps: a sharp but small bump is no cause; a third more traffic can be.
+        whole=WHOLE_RISE,
     ),
 )
 
@@ -534,19 +542,36 @@ def change_points(
     return k, mb, ma, effect, p, effect > 0
 
 
-def onset_of(ratio: Array, times: Array, detected: float) -> float:
-    """When the symptom began: the SLI's largest rise in the half hour up to detection."""
+def onset_of(ratio: Array, times: Array, detected: float, since: float | None = None) -> float:
+    """When the symptom began: the SLI's largest rise in the half hour up to detection (after
+    ``since``, the end of an earlier burn, when given)."""
+    back = 30 * 60.0 if since is None else min(30 * 60.0, max(0.0, detected - since))
     found = change_points(
         ratio[None, :],
         times,
         detected,
         np.ones(1),
-        search=(30 * 60.0, 0.0),
+        search=(back, 0.0),
         segments=(15 * 60.0, 3 * 60.0),
     )
     if not found[5][0]:
         return detected
     return float(min(times[int(found[0][0])], detected))
+
+
+QUIET = 5 * 60.0  # alerts quiet this long before a page: it is a new burn
+
+
+def quiet_since(episodes: Sequence[Any], detected: float) -> float | None:
+    """When an earlier burn ended, if every tier was quiet for at least ``QUIET`` from then to
+    ``detected``: the new page's symptom began after it (an earlier burn's tail, still in the
+    SLI, must not be taken for its onset). None when some tier fires on through."""
+    if any(e.start < detected < e.end for e in episodes):
+        return None
+    ended = [e.end for e in episodes if e.end <= detected]
+    if not ended or detected - max(ended) < QUIET:
+        return None
+    return float(max(ended))
 
 
 def trim(times: Array, rows: Sequence[Array]) -> tuple[Array, list[Array]]:
@@ -560,13 +585,17 @@ def trim(times: Array, rows: Sequence[Array]) -> tuple[Array, list[Array]]:
     return times[first:], [v[first:] for v in rows]
 
 
-def rank(candidates: Sequence[Candidate], times: Array, onset: float) -> list[Cause]:
-    """Causes, most probable first."""
+def rank(
+    candidates: Sequence[Candidate], times: Array, onset: float, min_score: float = MIN_SCORE
+) -> list[Cause]:
+    """Causes scoring at least ``min_score``, most probable first (none when nothing changed
+    enough to name)."""
     evidence: list[tuple[Candidate, Evidence]] = []
     if candidates:
         matrix = np.vstack([c.values for c in candidates]).astype(np.float64)
         directions = np.array([c.signal.direction for c in candidates], dtype=np.float64)
         ks, befores, afters, effects, ps, valid = change_points(matrix, times, onset, directions)
+        wholes = _wholes(candidates, matrix, times, ks)
         for i, cand in enumerate(candidates):
             if not valid[i]:
                 continue
@@ -579,6 +608,9 @@ def rank(candidates: Sequence[Candidate], times: Array, onset: float) -> list[Ca
             significant = 1.0 if p < 0.01 else 0.5 if p < 0.05 else 0.1
             effect = float(effects[i])
             score = cand.signal.prior * timing * significant * min(effect, EFFECT_CAP) / EFFECT_CAP
+            if cand.signal.whole > 0:  # by the share of the whole the rise adds
+                rise = max(0.0, float(afters[i] - befores[i]))
+                score *= min(1.0, rise / max(cand.signal.whole * float(wholes[i]), 1e-12))
             evidence.append(
                 (
                     cand,
@@ -626,7 +658,26 @@ def rank(candidates: Sequence[Candidate], times: Array, onset: float) -> list[Ca
         cause.evidence.sort(key=lambda e: -e.score)
         scores = [e.score for e in cause.evidence]
         cause.score = scores[0] + 0.1 * sum(scores[1:4])  # corroboration adds a little
-    return sorted(causes.values(), key=lambda c: -c.score)
+    named = [cause for cause in causes.values() if cause.score >= min_score]
+    return sorted(named, key=lambda c: -c.score)
+
+
+def _wholes(candidates: Sequence[Candidate], matrix: Array, times: Array, ks: Array) -> Array:
+    """For candidates of a ``whole`` signal: the mean of the sum of all that signal's series
+    over the baseline before each one's change point (0 for the others)."""
+    out = np.zeros(len(candidates))
+    groups: dict[str, list[int]] = {}
+    for i, cand in enumerate(candidates):
+        if cand.signal.whole > 0:
+            groups.setdefault(cand.signal.name, []).append(i)
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 60.0
+    nb = max(3, int(BEFORE / step))
+    for rows in groups.values():
+        total = np.nansum(np.where(np.isfinite(matrix[rows]), matrix[rows], 0.0), axis=0)
+        for i in rows:
+            k = int(ks[i])
+            out[i] = float(np.mean(total[max(0, k - nb) : max(k, 1)]))
+    return out
 
 
 # --------------------------------------------------------------------------- from Prometheus
@@ -693,11 +744,20 @@ def blast_radius(
     }
     host = config.naming.host_label
     gpus = query(
-        f"group by ({c.LABEL_UUID}, {host}) "
+        f"group by ({c.LABEL_UUID}, {host}, {ns_l}, {pod_l}) "
         f"(last_over_time({config.naming.name(c.GPU_POD_INFO)}"
         f"{{{c.LABEL_POD}=~{_regex(pod_names)}}}[{span}s]))",
         at,
     )
+    # A pod's name is unique only in its namespace: another namespace's pod of the same name
+    # serves something else, and its GPUs are outside the radius.
+    serving = {(r["metric"].get(ns_l, ""), r["metric"].get(pod_l, "")) for r in pods}
+    gpus = [
+        r
+        for r in gpus
+        if (r["metric"].get(ns_l, ""), r["metric"].get(pod_l, "")) in serving
+        or ("", r["metric"].get(pod_l, "")) in serving
+    ]
     uuids = sorted({r["metric"].get(c.LABEL_UUID, "") for r in gpus} - {""})
     nodes = sorted({r["metric"].get(host, "") for r in gpus} - {""})
     pools = sorted(set(pod_pools.values()))
@@ -813,7 +873,7 @@ def explain(
             break
     base = next(iter(ev.error_ratio))  # the base window, listed first
     sli_times, (ratio,) = trim(ts, [ev.error_ratio[base]])
-    onset = onset_of(np.nan_to_num(ratio), sli_times, detected)
+    onset = onset_of(np.nan_to_num(ratio), sli_times, detected, quiet_since(ev.episodes, detected))
 
     lo, hi = onset - SEARCH_BEFORE - BEFORE, onset + SEARCH_AFTER + AFTER
     radius = blast_radius(url, model, lo, hi, config)

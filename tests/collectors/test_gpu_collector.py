@@ -185,6 +185,54 @@ def test_without_kubelet_processes_are_attributed_through_their_cgroup(clock, tm
     assert 'pod_uid=""' in by_pid["77"] and 'pod_uid=""' in by_pid["99999"]
 
 
+def _pod_process(procfs, pid, uid):
+    (procfs / str(pid)).mkdir()
+    (procfs / str(pid) / "cgroup").write_text(
+        f"0::/kubepods.slice/kubepods-pod{uid.replace('-', '_')}.slice/cri-containerd-"
+        f"{'b' * 64}.scope\n"
+    )
+
+
+def test_processes_are_listed_on_gpus_the_kubelet_attributes_too(clock, tmp_path):
+    # A noisy neighbour's process on a served GPU is the strongest sign of sharing: it must
+    # show even when the kubelet names the GPU's holder.
+    serving = "11111111-2222-3333-4444-555555555555"
+    foreign = "99999999-8888-7777-6666-555555555555"
+    _pod_process(tmp_path, 100, serving)
+    _pod_process(tmp_path, 31337, foreign)
+    backend = sim(clock, count=2)
+    uuid0 = backend.sample()[0].identity.uuid
+    backend.set_processes(0, [100, 31337])
+    holders = {uuid0: [PodRef("llm", "chat-0", "vllm")]}
+    text = scrape(GpuCollector(backend, "h", StaticHolders(holders), procfs=tmp_path))
+    procs = values(text, c.GPU_PROCESS_INFO.name)
+    uids = {k.split('pod_uid="')[1].split('"')[0] for k in procs}
+    assert uids == {serving, foreign}
+    assert all('gpu="0"' in k and 'pod="chat-0"' in k for k in procs)
+    dropped = values(text, c.GPU_PROCESSES_DROPPED.name)
+    assert sorted(dropped.values()) == [0.0, 0.0]  # every GPU has the counter, none dropped
+
+
+def test_processes_per_gpu_are_capped_one_per_pod_first_and_the_rest_counted(clock, tmp_path):
+    busy, other = "aaaaaaaa-0000-0000-0000-000000000001", "bbbbbbbb-0000-0000-0000-000000000002"
+    workers = list(range(200, 210))  # ten workers of one pod, listed before the other pod's
+    for pid in workers:
+        _pod_process(tmp_path, pid, busy)
+    _pod_process(tmp_path, 500, other)
+    backend = sim(clock, count=1)
+    backend.set_processes(0, [*workers, 500])
+    collector = GpuCollector(backend, "h", procfs=tmp_path, max_processes=4)
+    agent = Agent([collector], clock=clock)
+    agent.sample_all()
+    procs = values(agent.render(), c.GPU_PROCESS_INFO.name)
+    pids = [k.split('pid="')[1].split('"')[0] for k in procs]
+    assert len(pids) == 4 and "500" in pids  # the other pod is not crowded out
+    assert any(f'pod_uid="{other}"' in k for k in procs)
+    agent.sample_all()  # the counter sums what each sample left out: 7 + 7
+    dropped = values(agent.render(), c.GPU_PROCESSES_DROPPED.name)
+    assert list(dropped.values()) == [14.0]
+
+
 def test_recording_round_trips_through_the_fixture_backend(clock, tmp_path):
     backend = sim(clock, count=2, mig=[["1g.10gb"]])
     frames = [backend.sample()]
