@@ -2,24 +2,33 @@
 Pyrra writes them, evaluated by one real Prometheus over the same 30 days of history.
 
 History: per SLO, one request counter per pod and outcome (success, error), sampled every
-minute for 30 days and 1 hour, backfilled with ``promtool tsdb create-blocks-from
-openmetrics``. Rules that read recorded series over 30 days (our 5m base rates; Sloth's 5m
-error ratio) get those series backfilled too, at the 1m spacing a running Prometheus would
-have recorded them, so every style reads a full period. The raw history runs 20 minutes past
-the start of the run, so 5m rates find data for the whole measurement.
+``--scrape`` seconds for the last ``--fine-days`` days and every minute before (30 days and 1
+hour in all), backfilled with ``promtool tsdb create-blocks-from openmetrics``. Recorded series
+that rules read over long windows get backfilled too, one sample a minute: Sloth's 5m error
+ratio, our 5m base rates, their hourly sums (one sample an hour) and hour-to-date sums, so
+every style reads a full period. Recorded series at one a minute, and raw series older than
+``--fine-days`` at one a minute, are cheaper to read than a real 15 s fleet's: that favours
+Sloth (its 30-day mean) and Pyrra (its raw 30-day increase), not us.
+
+``--scale N`` instead generates N SLOs, times generation (with peak Python memory), runs
+``promtool check rules`` on the file, loads it into one Prometheus scraping live counters and
+reports one evaluation cycle's summed group evaluation time and Prometheus's memory.
 
 Each style then runs alone in Prometheus (same data, same evaluation interval for every
 group). The figure is Prometheus's own: the sum over groups of each group's last evaluation
 time (``/api/v1/rules``), sampled once per interval after a warm-up, plus the CPU seconds the
 Prometheus process used meanwhile. Everything listens on 127.0.0.1 and is stopped at the end.
 
-    .venv/bin/python bench/rules_cost.py [--slos 200] [--pods 2] [--cycles 8] \
-        [--write docs/benchmarks.md]
+    .venv/bin/python bench/rules_cost.py [--slos 200] [--pods 5] [--scrape 15] \
+        [--interval 15] [--cycles 8] [--write docs/benchmarks.md]
+    .venv/bin/python bench/rules_cost.py --scale 2000 [--write docs/benchmarks.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
+import os
 import platform
 import statistics
 import sys
@@ -36,12 +45,14 @@ import psutil
 import yaml
 from results import write_block
 
+from gpuslo.foundation import conventions as c
+from gpuslo.foundation.exposition import format_value, sample_line
 from gpuslo.foundation.promlab import Prometheus, backfill_openmetrics, binary
 from gpuslo.foundation.yamlpos import load_documents
-from gpuslo.slo_engine import rule_groups
+from gpuslo.slo_engine import rule_groups, write_outputs
 from gpuslo.slo_engine.model import SLO
 from gpuslo.slo_engine.native import load_native
-from gpuslo.slo_engine.rules import ERRORS, REQUESTS
+from gpuslo.slo_engine.rules import ERRORS, REQUESTS, Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86400
@@ -242,24 +253,38 @@ def counts(slo_index: int, pod: int, first: int, end: int) -> tuple[list[int], l
     return ok, err
 
 
+def head(name: str, labels: dict[str, str]) -> str:
+    """A sample line's name and labels, as the exposition module writes them."""
+    return sample_line(name, labels, 0).removesuffix(" 0") + " "
+
+
 def write_history(
-    workdir: Path, slos: list[SLO], pods: int, start: int, minutes: int, recorded_minutes: int
+    workdir: Path,
+    slos: list[SLO],
+    pods: int,
+    start: int,
+    minutes: int,
+    scrape: int = 60,
+    fine_minutes: int = 0,
 ) -> tuple[list[Path], dict[tuple[int, int, str], int]]:
     """OpenMetrics files, one per day of history (promtool writes one block per file): raw
-    counters for ``minutes`` from ``start``, and the 5m recordings (ours and Sloth's) for the
-    first ``recorded_minutes``. Each family's samples stay together, as OpenMetrics requires.
-    Also returns each raw counter's last value, which the live exporter continues from."""
+    counters for ``minutes`` from ``start`` (every ``scrape`` seconds in the last
+    ``fine_minutes``, every minute before), and the recorded series the rules read over long
+    windows, one a minute. Each family's samples stay together, as OpenMetrics requires. Also
+    returns each raw counter's last value, which the live exporter continues from."""
     days = range(0, minutes, 1440)
     paths = [workdir / f"history-{n:02d}.om" for n in range(len(days))]
     files = [p.open("w") for p in paths]
+    steps = 60 // scrape
+    fine_from = minutes - fine_minutes
 
-    def write(head: str, values: list[str], first: int) -> None:
+    def write(prefix: str, rows: list[tuple[int, str]]) -> None:
+        """``rows``: (minute, "value timestamp") in time order; split by day file."""
         for d, f in zip(days, files, strict=True):
-            lo, hi = max(d, first), min(d + 1440, first + len(values))
+            lo = bisect.bisect_left(rows, d, key=lambda r: r[0])
+            hi = bisect.bisect_left(rows, d + 1440, key=lambda r: r[0])
             if lo < hi:
-                part = values[lo - first : hi - first]
-                rows = (f"{v} {start + 60 * m}" for m, v in zip(range(lo, hi), part, strict=True))
-                f.write(head + f"\n{head}".join(rows) + "\n")
+                f.write(prefix + f"\n{prefix}".join(r for _, r in rows[lo:hi]) + "\n")
 
     try:
         totals, errors, last = [], [], {}
@@ -269,37 +294,63 @@ def write_history(
             for pod in range(pods):
                 ok, err = counts(i, pod, 0, minutes)
                 for outcome, series in (("success", ok), ("error", err)):
-                    cumulative = [str(v) for v in accumulate(series)]
-                    last[(i, pod, outcome)] = int(cumulative[-1])
-                    write(
-                        f'{METRIC}{{model="{model}",outcome="{outcome}",pod="p{pod}"}} ',
-                        cumulative,
-                        0,
-                    )
+                    cumulative = list(accumulate(series))
+                    last[(i, pod, outcome)] = cumulative[-1]
+                    rows: list[tuple[int, str]] = []
+                    for m, v in enumerate(cumulative):
+                        if m > fine_from and steps > 1:  # the minute's requests, spread evenly
+                            prev, n = cumulative[m - 1], series[m]
+                            t0 = start + 60 * (m - 1)
+                            rows += [
+                                (m, f"{prev + n * k // steps} {t0 + scrape * k}")
+                                for k in range(1, steps)
+                            ]
+                        rows.append((m, f"{v} {start + 60 * m}"))
+                    labels = {"model": model, "outcome": outcome, "pod": f"p{pod}"}
+                    write(head(METRIC, labels), rows)
                 sum_total = [a + b + c for a, b, c in zip(sum_total, ok, err, strict=True)]
                 sum_err = [a + b for a, b in zip(sum_err, err, strict=True)]
             totals.append(list(accumulate(sum_total)))
             errors.append(list(accumulate(sum_err)))
         first = 5
-        end = min(recorded_minutes, minutes)
-        for name, labels, value in (
-            (REQUESTS, "ours", lambda t, e, m: (t[m] - t[m - 5]) / 300),
-            (ERRORS, "ours", lambda t, e, m: (e[m] - e[m - 5]) / 300),
-            (
-                "slo:sli_error:ratio_rate5m",
-                "sloth",
-                lambda t, e, m: (e[m] - e[m - 5]) / (t[m] - t[m - 5]),
-            ),
-        ):
-            for slo, t, e in zip(slos, totals, errors, strict=True):
-                if labels == "ours":
-                    head = f'{name}{{service="bench",slo="{slo.name}"}} '
-                else:
-                    head = (
-                        f'{name}{{sloth_id="{slo.name}",sloth_service="bench",'
-                        f'sloth_slo="{slo.name}",sloth_window="5m"}} '
-                    )
-                write(head, [f"{value(t, e, m):.9g}" for m in range(first, end)], first)
+        for slo, t, e in zip(slos, totals, errors, strict=True):
+            ours = {"service": "bench", "slo": slo.name}
+            rates = {
+                REQUESTS: [(t[m] - t[m - 5]) / 300 for m in range(first, minutes)],
+                ERRORS: [(e[m] - e[m - 5]) / 300 for m in range(first, minutes)],
+            }
+            for name, values in rates.items():
+                ts = range(first, minutes)
+                write(
+                    head(name, ours),
+                    [
+                        (m, f"{format_value(v)} {start + 60 * m}")
+                        for m, v in zip(ts, values, strict=True)
+                    ],
+                )
+                hour_rows, to_date_rows, running = [], [], 0.0
+                for m, v in zip(ts, values, strict=True):
+                    at = start + 60 * m
+                    running = 0.0 if at % 3600 == 0 else running + v
+                    to_date_rows.append((m, f"{format_value(running)} {at}"))
+                    if at % 3600 == 0 and m >= 60 + first:
+                        hour = sum(values[m - first - 59 : m - first + 1])
+                        hour_rows.append((m, f"{format_value(hour)} {at}"))
+                write(head(c.slo_hour_sum(name), ours), hour_rows)
+                write(head(c.slo_hour_to_date(name), ours), to_date_rows)
+            sloth = {
+                "sloth_id": slo.name,
+                "sloth_service": "bench",
+                "sloth_slo": slo.name,
+                "sloth_window": "5m",
+            }
+            write(
+                head("slo:sli_error:ratio_rate5m", sloth),
+                [
+                    (m, f"{format_value((e[m] - e[m - 5]) / (t[m] - t[m - 5]))} {start + 60 * m}")
+                    for m in range(first, minutes)
+                ],
+            )
         for f in files:
             f.write("# EOF\n")
     finally:
@@ -313,9 +364,16 @@ class LiveCounters:
     the rules see live data (Prometheus appends new samples only after its newest block)."""
 
     def __init__(
-        self, slos: list[SLO], pods: int, start: int, minutes: int, last: dict[Any, int]
+        self,
+        slos: list[SLO],
+        pods: int,
+        start: int,
+        minutes: int,
+        last: dict[Any, int],
+        scrape: int = 15,
     ) -> None:
         self.slos, self.pods, self.start, self.minutes, self.last = slos, pods, start, minutes, last
+        self.scrape = scrape
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.server.server_address[1]
@@ -330,9 +388,8 @@ class LiveCounters:
                 ok, err = counts(i, pod, self.minutes, max(now, self.minutes))
                 for outcome, more in (("success", ok), ("error", err)):
                     value = self.last[(i, pod, outcome)] + sum(more)
-                    lines.append(
-                        f'{METRIC}{{model="{model}",outcome="{outcome}",pod="p{pod}"}} {value}'
-                    )
+                    labels = {"model": model, "outcome": outcome, "pod": f"p{pod}"}
+                    lines.append(sample_line(METRIC, labels, value))
         return ("\n".join(lines) + "\n").encode()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -359,7 +416,7 @@ class LiveCounters:
                 "scrape_configs": [
                     {
                         "job_name": "raw",
-                        "scrape_interval": "15s",
+                        "scrape_interval": f"{self.scrape}s",
                         "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}],
                         "metric_relabel_configs": [
                             {"action": "labeldrop", "regex": "job|instance"}
@@ -463,18 +520,29 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--slos", type=int, default=200)
-    ap.add_argument("--pods", type=int, default=2, help="raw series per outcome per SLO")
+    ap.add_argument("--pods", type=int, default=5, help="raw series per outcome per SLO")
     ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--scrape", type=int, default=15, help="raw sample spacing, seconds")
+    ap.add_argument(
+        "--fine-days", type=int, default=4, help="days of raw history at --scrape spacing"
+    )
     ap.add_argument("--interval", type=int, default=15, help="evaluation interval, seconds")
     ap.add_argument("--cycles", type=int, default=8, help="evaluations measured per style")
+    ap.add_argument("--scale", type=int, help="instead: generate, check and load N SLOs")
     ap.add_argument("--write", type=Path, help="rewrite the results block in this markdown file")
     args = ap.parse_args(argv)
+    if args.scale:
+        text = scale(args.scale, args.interval)
+        print(text)
+        if args.write:
+            write_block(args.write, "rules_scale", text)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="gpuslo-rules-cost-") as tmp:
         workdir = Path(tmp)
         slos = specs(args.slos, workdir)
         styles = {
-            "gpuslo": rule_groups(slos),
+            "gpuslo": rule_groups(slos, layout=Layout(interval=args.interval)),
             "sloth": sloth_groups(slos),
             "pyrra": pyrra_groups(slos),
         }
@@ -483,14 +551,17 @@ def main(argv: list[str] | None = None) -> int:
         start = now - args.days * DAY - 3600
         minutes = (now - start) // 60
         t0 = time.monotonic()
-        files, last = write_history(workdir, slos, args.pods, start, minutes, minutes)
+        files, last = write_history(
+            workdir, slos, args.pods, start, minutes, args.scrape, args.fine_days * 1440
+        )
+        print(f"history written in {time.monotonic() - t0:.0f}s", file=sys.stderr)
         data = workdir / "data"
         data.mkdir()
         for f in files:
             backfill_openmetrics(f, data, max_block="24h")
             f.unlink()
         print(f"history written and backfilled in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-        with LiveCounters(slos, args.pods, start, minutes, last) as live:
+        with LiveCounters(slos, args.pods, start, minutes, last, args.scrape) as live:
             results = [
                 measure(style, groups, workdir, data, live, args.interval, args.cycles)
                 for style, groups in styles.items()
@@ -504,16 +575,95 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def scale(n: int, interval: int) -> str:
+    """Generate ``n`` SLOs (time, peak Python memory), check them with promtool, load them
+    into one Prometheus scraping live counters and measure one evaluation cycle."""
+    import subprocess
+    import tracemalloc
+
+    with tempfile.TemporaryDirectory(prefix="gpuslo-rules-scale-") as tmp:
+        workdir = Path(tmp)
+        slos = specs(n, workdir)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        rules, _ = write_outputs(slos, [str(workdir / "slos.yaml")], workdir / "out")
+        gen_s = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        doc = yaml.safe_load(rules.read_text())
+        groups = doc["groups"]
+        size = rules.stat().st_size
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [binary("promtool"), "check", "rules", str(rules)], capture_output=True, text=True
+        )
+        check_s = time.perf_counter() - t0
+        if out.returncode:
+            raise SystemExit(f"promtool check rules failed: {out.stdout[-500:]}{out.stderr[-500:]}")
+        now = int(time.time()) // 60 * 60
+        last = {(i, p, o): 0 for i in range(n) for p in range(2) for o in ("success", "error")}
+        with LiveCounters(slos, 2, now, 0, last, 15) as live:
+            lab = Prometheus(
+                workdir / "prom",
+                rule_files=[rules],
+                config_extra=live.scrape_config(),
+                evaluation_interval=f"{interval}s",
+            )
+            lab.start(timeout=600)  # 58,000 rules take a while to load on a busy machine
+            try:
+                proc = psutil.Process(lab.pid)
+                time.sleep(2 * interval + 30)  # every group evaluated, 5m rates filling
+                cpu0 = proc.cpu_times()
+                time.sleep(2 * interval)
+                cpu1 = proc.cpu_times()
+                cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / 2
+                listed = lab.api("rules")["groups"]
+                cycle = sum(g["evaluationTime"] for g in listed)
+                unhealthy = sum(1 for g in listed for r in g["rules"] if r.get("health") == "err")
+                rss = proc.memory_info().rss
+                loaded = sum(len(g["rules"]) for g in listed)
+            finally:
+                lab.__exit__(None, None, None)
+    rules_n = sum(len(g["rules"]) for g in groups)
+    return "\n".join(
+        [
+            f"Measured {time.strftime('%Y-%m-%d')}, Prometheus {prometheus_version()}: {n} "
+            f"availability SLOs, {2 * n * 2} live raw series, evaluation every {interval}s.",
+            "",
+            f"Command: `.venv/bin/python bench/rules_cost.py --scale {n} --interval {interval} "
+            "--write docs/benchmarks.md`",
+            "",
+            "| step | figure |",
+            "|---|---:|",
+            f"| rules generated (rules / groups / largest group) | {rules_n} / {len(groups)} / "
+            f"{max(len(g['rules']) for g in groups)} |",
+            f"| generation: `write_outputs` wall time | {gen_s:.1f} s |",
+            f"| generation: peak Python memory (tracemalloc) | {peak / 2**20:.0f} MiB |",
+            f"| rule file size | {size / 2**20:.1f} MiB |",
+            f"| `promtool check rules` | {check_s:.1f} s, SUCCESS |",
+            f"| loaded into Prometheus (rules / unhealthy) | {loaded} / {unhealthy} |",
+            f"| one evaluation cycle: Prometheus CPU (mean of two cycles) | {cpu:.1f} s |",
+            f"| one evaluation cycle: summed group evaluation time (groups run concurrently, "
+            f"so this counts waiting for a core too) | {cycle:.0f} s |",
+            f"| Prometheus resident memory after {(4 * interval + 30) // 60} minutes "
+            f"| {rss / 2**20:.0f} MiB |",
+            f"| load average (1 min) at the end | {os.getloadavg()[0]:.1f} |",
+        ]
+    )
+
+
 def report(results: list[Result], args: argparse.Namespace, raw: int) -> str:
     cpu = platform.processor() or platform.machine()
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {cpu}, {psutil.cpu_count()} cores, "
-        f"Prometheus {prometheus_version()}. {args.slos} availability SLOs (99.9% over "
-        f"{args.days}d), {raw} raw counter series sampled every minute for {args.days} days; "
-        f"every group evaluated every {args.interval}s; {args.cycles} evaluations measured per "
-        "style after a warm-up.",
+        f"Prometheus {prometheus_version()}, load average {os.getloadavg()[0]:.1f} at the end. "
+        f"{args.slos} availability SLOs (99.9% over {args.days}d), {raw} raw counter series "
+        f"({2 * args.pods} per SLO) sampled every {args.scrape}s for the last {args.fine_days} "
+        f"days and every minute before, {args.days} days in all; every group evaluated every "
+        f"{args.interval}s; {args.cycles} evaluations measured per style after a warm-up.",
         "",
         f"Command: `.venv/bin/python bench/rules_cost.py --slos {args.slos} --pods {args.pods} "
+        f"--scrape {args.scrape} --fine-days {args.fine_days} --days {args.days} "
         f"--interval {args.interval} --cycles {args.cycles} --write docs/benchmarks.md`",
         "",
         "| style | groups | rules | evaluation time per cycle p50 (ms) | p90 (ms) "
@@ -525,6 +675,15 @@ def report(results: list[Result], args: argparse.Namespace, raw: int) -> str:
             f"| {r.style} | {r.groups} | {r.rules} | {r.eval_p50_ms:.0f} | {r.eval_p90_ms:.0f} "
             f"| {r.cpu_s_per_cycle:.2f} | {r.failures:.0f} |"
         )
+    by = {r.style: r for r in results}
+    ours, others = by["gpuslo"], [by["sloth"], by["pyrra"]]
+    cpu_ratio = ours.cpu_s_per_cycle / min(r.cpu_s_per_cycle for r in others)
+    time_ratio = ours.eval_p50_ms / min(r.eval_p50_ms for r in others)
+    lines += [
+        "",
+        f"gpuslo / the cheaper of Sloth and Pyrra: **{cpu_ratio:.2f}x** the Prometheus CPU per "
+        f"cycle, {time_ratio:.2f}x the evaluation time per cycle (target: at most 0.5x).",
+    ]
     return "\n".join(lines)
 
 

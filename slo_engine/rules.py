@@ -4,10 +4,18 @@ Cost model of the rules: each SLO's SLI queries run once per evaluation over the
 (5m), producing two single series (error and request rates). Every longer window, up to the
 SLO period, is derived from those recorded series as a ratio of sums over time, which is
 event-weighted (busy minutes weigh more than quiet ones) and never touches the
-high-cardinality raw series again.
+high-cardinality raw series again. Windows of whole hours longer than two hours are summed
+from hourly partial sums (one recording an hour) plus the current hour so far, so a 30-day
+window reads about 1,500 samples per cycle instead of 43,200 (``tiled_sum``).
 
 Ranges are written one millisecond short of the window (``[59m59s999ms]`` for 1h) so they hold
 exactly window/interval samples on Prometheus 2 (both ends included) and 3 (start excluded).
+
+Grouping (``Layout``): Prometheus, Mimir and Thanos evaluate groups concurrently and the rules
+of a group in order, each seeing what the earlier ones recorded at the same timestamp. So an
+SLO's alerts share a group with every recording they read, placed before them; what only
+dashboards read goes to a second group. vmalert writes recordings asynchronously (remote
+write), so for it no rule reads a recording of its own group (``chained=False``).
 
 Derived windows lag the raw ``rate(x[W])`` by half the base window (2.5 min) at a step change,
 because each 5m rate is itself an average. The promtool tests pin down the exact firing minute.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +44,39 @@ BUDGET_REMAINING = c.SLO_BUDGET_REMAINING
 ALERT_BURN = c.ALERT_BUDGET_BURN
 ALERT_NO_DATA = c.ALERT_SLI_NO_DATA
 DEFAULT_RUNBOOK_BASE = c.RUNBOOK_BASE_URL
+HOUR = 3600.0
+TILED_ABOVE = 2 * HOUR  # longer windows of whole hours are summed from hourly partial sums
+
+
+class LayoutError(ValueError):
+    """The rules cannot be laid out under the requested limits (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an SLO's rules are split into groups and how long windows are summed.
+
+    ``interval``: every group's evaluation interval in seconds, written on the group (the
+    hourly partial sums pick the evaluation in the first ``interval`` of each hour). It must
+    divide an hour. ``max_rules_per_group``: Mimir's ``ruler_max_rules_per_rule_group``
+    (default 20). ``tiled``: long windows from hourly partial sums. ``chained``: a rule may
+    read what an earlier rule of its group recorded in the same evaluation (Prometheus,
+    Mimir, Thanos: yes; vmalert: no)."""
+
+    interval: float = 60.0
+    max_rules_per_group: int = 20
+    tiled: bool = True
+    chained: bool = True
+    incident_url: str | None = None  # the hook's external URL: alerts link their incident
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or HOUR % self.interval:
+            raise LayoutError(f"interval {self.interval:g}s must divide one hour (3600s)")
+        if self.max_rules_per_group < 1:
+            raise LayoutError("max rules per group must be at least 1")
+
+
+DEFAULT_LAYOUT = Layout()
 
 
 def base(slo: SLO) -> str:
@@ -91,11 +133,88 @@ def period_name(slo: SLO) -> str:
     return slo.calendar.name if slo.calendar else format_duration(slo.period)
 
 
-def ratio_of_sums(slo: SLO, sel: str, seconds: float) -> str:
-    """Errors over requests in a window, summed from the recorded base rates."""
-    r = format_range(seconds)
+def ratio_of_sums(slo: SLO, sel: str, seconds: float, layout: Layout = DEFAULT_LAYOUT) -> str:
+    """Errors over requests in a window, summed from the recorded base rates (long windows of
+    whole hours from the hourly partial sums, with ``layout.tiled``)."""
     errors, requests = errors_series(slo), requests_series(slo)
+    if is_tiled(seconds, layout):
+        return f"{tiled_sum(errors, sel, seconds)}\n/\n{tiled_sum(requests, sel, seconds)}"
+    r = format_range(seconds)
     return f"sum_over_time({errors}{sel}[{r}]) / sum_over_time({requests}{sel}[{r}])"
+
+
+def is_tiled(seconds: float, layout: Layout) -> bool:
+    """Whether a window is summed from hourly partial sums under ``layout``."""
+    return layout.tiled and seconds > TILED_ABOVE and seconds % HOUR == 0
+
+
+def _parity(hour_of: str, odd: bool) -> str:
+    """``hour_of`` (a vector of one timestamp) lies in an odd (even) clock hour since 1970."""
+    return f"floor({hour_of} / 3600) % 2 == {int(odd)}"
+
+
+def hour_sum(series: str, sel: str, layout: Layout, previous: bool) -> str:
+    """The recorded series summed over its samples in one clock hour: the current one (up to
+    this evaluation), or with ``previous`` the one before.
+
+    A subquery at the group's interval reads one sample per step. Its steps are whole
+    multiples of the interval while the group evaluates at an offset within it, so the steps
+    are shifted one interval less a millisecond ahead (``offset -``): the last step then
+    reads the sample this evaluation recorded, and every sample is read by exactly one
+    step. Samples are kept by the parity (even or odd) of the clock hour of their own
+    ``timestamp()``, which the evaluation's own hour picks, so the hours tile whatever the
+    group's offset, and no step needs the evaluation time (``@ end()`` would break range
+    queries such as ``promtool tsdb create-blocks-from rules``). The previous hour's range
+    reaches two intervals further back so its first sample is in; the current hour's stops
+    short of any sample two hours back (same parity). Like a plain range, a gap in the
+    recordings counts nothing: a step keeps only a sample from its own interval."""
+    step = format_duration(layout.interval)
+    r = (
+        format_duration(HOUR + 2 * layout.interval)
+        if previous
+        else format_range(HOUR + layout.interval)
+    )
+    shift = format_range(layout.interval)
+    parts = []
+    for odd in (False, True):
+        ts = f"timestamp({series}{sel})"
+        # A step reads the sample of its own interval only: over a gap in the recordings the
+        # lookback would otherwise read the last sample again at every step.
+        fresh = f"{ts} - time() > -{number(layout.interval)}"
+        inner = f"{series}{sel} and ({_parity(ts, odd)}) and ({fresh})"
+        now_odd = odd != previous  # the previous hour has the other parity
+        parts.append(
+            f"sum_over_time(({inner})[{r}:{step}] offset -{shift})\n"
+            f"  and on() ({_parity('vector(time())', now_odd)})"
+        )
+    return "(\n  " + "\nor\n  ".join(parts) + "\n)"
+
+
+def hour_sum_rule_expr(series: str, sel: str, layout: Layout) -> str:
+    """The clock hour that just ended, recorded once an hour: only the evaluation in the first
+    ``interval`` of each hour writes it (the series is absent, so stale, in between), so a
+    window of N hours reads N samples of it, not N hours of evaluations."""
+    first = f"vector(time()) % 3600 < {number(layout.interval)}"
+    return f"{hour_sum(series, sel, layout, previous=True)}\nand on() ({first})"
+
+
+def hour_to_date_rule_expr(series: str, sel: str, layout: Layout) -> str:
+    """The current clock hour so far, from its first step to the latest."""
+    return f"{hour_sum(series, sel, layout, previous=False)}\nor\n0 * {series}{sel}"
+
+
+def tiled_sum(series: str, sel: str, seconds: float) -> str:
+    """The sum of a recorded series over a window of whole hours: the hourly sums in the
+    window, plus the current hour so far, minus the same stretch one window ago (which the
+    oldest hourly sum covers but the window does not). Exact: hours and partial hours tile
+    the window's samples with no gap or overlap. Before a window of history exists the
+    missing parts count 0, as a plain ``sum_over_time`` would."""
+    hour, htd = c.slo_hour_sum(series), c.slo_hour_to_date(series)
+    w = format_duration(seconds)
+    return (
+        f"(\n  (sum_over_time({hour}{sel}[{format_range(seconds)}]) or 0 * {htd}{sel})\n"
+        f"  + {htd}{sel}\n  - ({htd}{sel} offset {w} or 0 * {htd}{sel})\n)"
+    )
 
 
 def runs(bounds: Sequence[float]) -> list[tuple[float, float, float]]:
@@ -231,55 +350,136 @@ def slo_labels(slo: SLO) -> dict[str, str]:
     return {c.LABEL_SLO: slo.name, c.LABEL_SERVICE: slo.service, **dict(slo.labels)}
 
 
-def recording_rules(slo: SLO, qualified: bool = False) -> list[dict[str, Any]]:
-    """Base rates, error ratio and burn rate per window, objective and budget remaining.
-    ``qualified``: select by service too (the name is shared with another service)."""
+def source_rules(
+    slo: SLO, qualified: bool = False, layout: Layout = DEFAULT_LAYOUT
+) -> list[dict[str, Any]]:
+    """The base rates (the only rules reading raw series) and, when a window is tiled, their
+    hourly sums and hour-to-date sums."""
     labels = slo_labels(slo)
     sel = selector(slo, qualified)
-    budget = number(slo.budget)
-    needed = windows(slo)
     rules: list[dict[str, Any]] = [
         {"record": requests_series(slo), "expr": slo.total_query, "labels": labels},
         {"record": errors_series(slo), "expr": slo.errors_query, "labels": labels},
     ]
-    for w in needed:
-        if w == base(slo) and slo.unit == "requests":
-            expr = f"{errors_series(slo)}{sel} / {requests_series(slo)}{sel}"
-        elif w == period_name(slo):
-            expr = period_error_ratio(slo, qualified)
-        else:
-            expr = ratio_of_sums(slo, sel, parse_duration(w))
-        rules.append({"record": error_ratio(w), "expr": expr, "labels": labels})
-    for w in needed:
-        rules.append(
-            {"record": burn_rate(w), "expr": f"{error_ratio(w)}{sel} / {budget}", "labels": labels}
+    tiled = [w for w in windows(slo) if w != period_name(slo) or slo.calendar is None]
+    if any(is_tiled(parse_duration(w), layout) for w in tiled):
+        for series in (requests_series(slo), errors_series(slo)):
+            rules.append(
+                {
+                    "record": c.slo_hour_sum(series),
+                    "expr": hour_sum_rule_expr(series, sel, layout),
+                    "labels": labels,
+                }
+            )
+        for series in (requests_series(slo), errors_series(slo)):
+            rules.append(
+                {
+                    "record": c.slo_hour_to_date(series),
+                    "expr": hour_to_date_rule_expr(series, sel, layout),
+                    "labels": labels,
+                }
+            )
+    return rules
+
+
+def ratio_expr(
+    slo: SLO, window: str, qualified: bool = False, layout: Layout = DEFAULT_LAYOUT
+) -> str:
+    """The error ratio over one of the SLO's windows, from the recorded base rates."""
+    sel = selector(slo, qualified)
+    if window == base(slo) and slo.unit == "requests":
+        return f"{errors_series(slo)}{sel} / {requests_series(slo)}{sel}"
+    if window == period_name(slo) and slo.calendar is not None:
+        return period_error_ratio(slo, qualified)
+    return ratio_of_sums(slo, sel, parse_duration(window), layout)
+
+
+def ratio_rules(
+    slo: SLO, qualified: bool = False, layout: Layout = DEFAULT_LAYOUT
+) -> list[tuple[str, dict[str, Any]]]:
+    """The error ratio per window, shortest first, with its window's name."""
+    labels = slo_labels(slo)
+    return [
+        (
+            w,
+            {
+                "record": error_ratio(w),
+                "expr": ratio_expr(slo, w, qualified, layout),
+                "labels": labels,
+            },
         )
-    period = period_name(slo)
+        for w in windows(slo)
+    ]
+
+
+def dashboard_rules(slo: SLO, qualified: bool = False) -> list[dict[str, Any]]:
+    """Burn rate per window, objective and budget remaining: read by dashboards, never by the
+    alerts, so they may run one evaluation behind the error ratios they divide."""
+    labels = slo_labels(slo)
+    sel = selector(slo, qualified)
+    budget = number(slo.budget)
+    rules = [
+        {"record": burn_rate(w), "expr": f"{error_ratio(w)}{sel} / {budget}", "labels": labels}
+        for w in windows(slo)
+    ]
     rules.append(
         {"record": OBJECTIVE, "expr": f"vector({number(slo.objective)})", "labels": labels}
     )
     rules.append(
         {
             "record": BUDGET_REMAINING,
-            "expr": f"1 - {error_ratio(period)}{sel} / {budget}",
+            "expr": f"1 - {error_ratio(period_name(slo))}{sel} / {budget}",
             "labels": labels,
         }
     )
     return rules
 
 
-def alert_rules(slo: SLO, qualified: bool = False) -> list[dict[str, Any]]:
-    """One burn-rate alert per tier, and an alert when the SLI has no data."""
+def recording_rules(
+    slo: SLO, qualified: bool = False, layout: Layout = DEFAULT_LAYOUT
+) -> list[dict[str, Any]]:
+    """Every recording of the SLO in dependency order: base rates (and partial sums), error
+    ratio and burn rate per window, objective and budget remaining. ``qualified``: select by
+    service too (the name is shared with another service)."""
+    return (
+        source_rules(slo, qualified, layout)
+        + [r for _, r in ratio_rules(slo, qualified, layout)]
+        + dashboard_rules(slo, qualified)
+    )
+
+
+def alert_windows(slo: SLO) -> set[str]:
+    """The windows the SLO's enabled alert tiers read."""
+    out = set()
+    for tier in slo.tiers:
+        if tier.severity not in slo.disabled_severities:
+            out |= {format_duration(tier.long_window), format_duration(tier.short_window)}
+    return out
+
+
+def alert_rules(
+    slo: SLO, qualified: bool = False, inline: bool = False, layout: Layout = DEFAULT_LAYOUT
+) -> list[dict[str, Any]]:
+    """One burn-rate alert per tier, and an alert when the SLI has no data. The burn rate is
+    the recorded error ratio over the budget, or with ``inline`` the ratio's own expression
+    (for groups that cannot hold, or cannot read, the ratio recordings)."""
     sel = selector(slo, qualified)
     period = period_name(slo)
+    budget = number(slo.budget)
     runbook = slo.runbook_url or f"{DEFAULT_RUNBOOK_BASE}/{slo.kind}-slo.md"
+
+    def burn(window: str) -> str:
+        if inline:
+            return f"(\n{ratio_expr(slo, window, qualified, layout)}\n) / {budget}"
+        return f"{error_ratio(window)}{sel} / {budget}"
+
     rules: list[dict[str, Any]] = []
     for tier in slo.tiers:
         if tier.severity in slo.disabled_severities:
             continue
         long_w, short_w = format_duration(tier.long_window), format_duration(tier.short_window)
         factor = number(tier.factor(slo.period))
-        expr = f"{burn_rate(long_w)}{sel} > {factor}\nand\n{burn_rate(short_w)}{sel} > {factor}"
+        expr = f"{burn(long_w)} > {factor}\nand\n{burn(short_w)} > {factor}"
         if slo.min_events:
             # Too few requests in the short window make one failure look like an outage.
             expr += (
@@ -310,6 +510,7 @@ def alert_rules(slo: SLO, qualified: bool = False) -> list[dict[str, Any]]:
                     ),
                     "runbook_url": runbook,
                 }
+                | _incident_link(slo, tier.name, layout)
                 | slo.annotations_for(tier.severity),
             }
         )
@@ -333,19 +534,75 @@ def alert_rules(slo: SLO, qualified: bool = False) -> list[dict[str, Any]]:
     return rules
 
 
-def rule_groups(slos: Iterable[SLO], shared: Collection[str] | None = None) -> list[dict[str, Any]]:
-    """One group per SLO: recordings, then the alerts that read them. Rules in a group run in
-    order at one timestamp; separate groups run in no set order, so alerts there could read
-    the previous evaluation's recordings. ``shared``: names defined under several services
-    (default: found among ``slos``; pass the whole spec set's when writing part of it)."""
+def _incident_link(slo: SLO, tier: str, layout: Layout) -> dict[str, str]:
+    """The ``incident_url`` annotation (live incidents, docs/incidents.md), when configured."""
+    if not layout.incident_url:
+        return {}
+    link = c.incident_link(layout.incident_url, slo.name, slo.service, tier)
+    return {c.INCIDENT_ANNOTATION_URL: link}
+
+
+def _chunks(name: str, rules: list[dict[str, Any]], size: int) -> list[tuple[str, list[Any]]]:
+    """``rules`` in groups of at most ``size``: ``name``, ``name-2``, …"""
+    parts = [rules[i : i + size] for i in range(0, len(rules), size)]
+    return [(name if n == 0 else f"{name}-{n + 1}", part) for n, part in enumerate(parts)]
+
+
+def slo_groups(slo: SLO, qualified: bool, layout: Layout) -> list[tuple[str, list[Any]]]:
+    """One SLO's groups as (name, rules). Chained: the alerts and everything they read this
+    cycle in the first group, in order, trimmed to fit: first the ratios no alert reads move
+    to the dashboard group, then the alerts compute their ratios inline. Not chained: base
+    rates; ratios and alerts reading only the base rates; dashboard recordings."""
+    name = group_name(slo, qualified)
+    dashboard = c.slo_rule_group_part(name.removeprefix("gpuslo-slo-"), "dashboard")
+    limit = layout.max_rules_per_group
+    ratios = ratio_rules(slo, qualified, layout)
+    dash = dashboard_rules(slo, qualified)
+    if not layout.chained:
+        if layout.tiled:
+            raise LayoutError("hourly partial sums need a ruler that evaluates groups in order")
+        sli = c.slo_rule_group_part(name.removeprefix("gpuslo-slo-"), "sli")
+        windows_and_alerts = [r for _, r in ratios] + alert_rules(slo, qualified, True, layout)
+        return (
+            _chunks(sli, source_rules(slo, qualified, layout), limit)
+            + _chunks(name, windows_and_alerts, limit)
+            + _chunks(dashboard, dash, limit)
+        )
+    src = source_rules(slo, qualified, layout)
+    alerts = alert_rules(slo, qualified, False, layout)
+    read = alert_windows(slo)
+    core = src + [r for _, r in ratios] + alerts
+    rest: list[dict[str, Any]] = []
+    if len(core) > limit:
+        core = src + [r for w, r in ratios if w in read] + alerts
+        rest = [r for w, r in ratios if w not in read]
+    if len(core) > limit:
+        core = src + alert_rules(slo, qualified, True, layout)
+        rest = [r for _, r in ratios]
+    if len(core) > limit:
+        raise LayoutError(
+            f"SLO {slo.name} ({slo.service}): its alerts and the recordings they read need "
+            f"{len(core)} rules in one group, more than the limit of {limit} "
+            "(raise --max-rules-per-group)"
+        )
+    return [(name, core), *_chunks(dashboard, rest + dash, limit)]
+
+
+def rule_groups(
+    slos: Iterable[SLO],
+    shared: Collection[str] | None = None,
+    layout: Layout = DEFAULT_LAYOUT,
+) -> list[dict[str, Any]]:
+    """The SLOs' rule groups (``slo_groups``), each with the layout's interval. ``shared``:
+    names defined under several services (default: found among ``slos``; pass the whole spec
+    set's when writing part of it)."""
     slos = list(slos)
     shared = shared_names(slos) if shared is None else shared
     out = []
+    interval = format_duration(layout.interval)
     for slo in sorted(slos, key=lambda s: (s.name, s.service)):
-        q = slo.name in shared
-        out.append(
-            {"name": group_name(slo, q), "rules": recording_rules(slo, q) + alert_rules(slo, q)}
-        )
+        for name, rules in slo_groups(slo, slo.name in shared, layout):
+            out.append({"name": name, "interval": interval, "rules": rules})
     return out
 
 

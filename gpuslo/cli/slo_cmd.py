@@ -7,11 +7,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
+TARGETS = """\
+targets:
+  prometheus      rule files (rule_files: in prometheus.yml; promtool check rules)
+  prometheusrule  prometheus-operator PrometheusRule objects (kubectl apply)
+  mimir           Mimir/Cortex ruler namespaces, one per spec file (mimirtool rules load)
+  thanos          Thanos Ruler files, partial_response_strategy: abort on every group
+  vmalert         vmalert files: no rule reads what its own group records in the same
+                  evaluation (vmalert persists recordings asynchronously)
+
+After writing, the totals are printed: rules, groups and the largest group, and for mimir the
+tenant limits to raise (ruler_max_rule_groups_per_tenant, ruler_max_rules_per_rule_group).
+"""
+
 EPILOG = """\
 examples:
   gpuslo slo validate slos/*.yaml
   gpuslo slo generate slos/*.yaml -o rules/
-  gpuslo slo generate slos/chat.yaml -o k8s/ --format prometheusrule
+  gpuslo slo generate slos/chat.yaml -o k8s/ --target prometheusrule
+  gpuslo slo generate slos/*.yaml -o mimir/ --target mimir
+  mimirtool rules load mimir/*.mimir.yaml
+  gpuslo slo generate slos/*.yaml -o vm/ --target vmalert --interval 30s
 """
 
 
@@ -57,7 +73,12 @@ def add_parser(sub: Any) -> None:
         help="with --prometheus: warn below N events per short window (default: %(default)s)",
     )
     v.set_defaults(func=validate)
-    g = slo_sub.add_parser("generate", help="write rule files for the specs")
+    g = slo_sub.add_parser(
+        "generate",
+        help="write rule files for the specs",
+        epilog=TARGETS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     g.add_argument("files", nargs="+", metavar="FILE")
     g.add_argument(
         "--sloth-windows",
@@ -75,11 +96,32 @@ def add_parser(sub: Any) -> None:
         help="directory for the generated files (created if missing)",
     )
     g.add_argument(
+        "--target",
+        choices=("prometheus", "prometheusrule", "mimir", "thanos", "vmalert"),
+        default=None,
+        help="which ruler the files are for (default: prometheus; see targets below)",
+    )
+    g.add_argument(
         "--format",
         choices=("rules", "prometheusrule"),
-        default="rules",
-        help="Prometheus/Thanos/Mimir rule files, or prometheus-operator "
-        "PrometheusRule objects (default: %(default)s)",
+        default=None,
+        help="older spelling of --target: rules (= prometheus) or prometheusrule",
+    )
+    g.add_argument(
+        "--interval",
+        default="1m",
+        metavar="DURATION",
+        help="evaluation interval written on every group; must divide 1h, since the long "
+        "windows sum one partial sum per clock hour (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-rules-per-group",
+        type=int,
+        default=20,
+        metavar="N",
+        help="split each SLO's rules into groups of at most N; its alerts stay in one group "
+        "with every recording they read (default: %(default)s, Mimir's "
+        "ruler_max_rules_per_rule_group)",
     )
     g.set_defaults(func=generate)
 
@@ -116,11 +158,32 @@ def validate(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     """Validate, then write the rules; nothing is written when any spec is invalid or holds
     what cannot become rules. Documents nothing needs are skipped with a warning."""
+    from gpuslo.foundation.durations import parse_duration
     from gpuslo.slo_engine import load_specs, write_outputs
+    from gpuslo.slo_engine.output import rule_limits
+    from gpuslo.slo_engine.rules import Layout, LayoutError
+    from gpuslo.slo_engine.targets import target
 
+    if args.target and args.format and target(args.format) != args.target:
+        print("gpuslo slo generate: error: --format and --target disagree", file=sys.stderr)
+        return 2
+    tgt = target(args.target or args.format or "prometheus")
+    try:
+        layout = Layout(parse_duration(args.interval), args.max_rules_per_group)
+    except (ValueError, LayoutError) as err:
+        print(
+            f"gpuslo slo generate: error: --interval/--max-rules-per-group: {err}", file=sys.stderr
+        )
+        return 2
     slos, warnings = load_specs(args.files, sloth_windows=_windows(args))
     for w in warnings:
         print(w, file=sys.stderr)
-    for path in write_outputs(slos, list(args.files), args.output, args.format):
+    try:
+        paths = write_outputs(slos, list(args.files), args.output, tgt, layout)
+    except LayoutError as err:
+        print(f"gpuslo slo generate: error: {err}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
+    print(rule_limits(slos, list(args.files), tgt, layout).summary(tgt), file=sys.stderr)
     return 0

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuslo.foundation import conventions as c
 from gpuslo.foundation.prometheus import query_range
 from gpuslo.foundation.promlab import Prometheus
 from gpuslo.slo_engine import load_specs, rule_groups
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.component
 
 DAY = 1440  # minutes
 DAYS = 30
+MID_HOUR = 25 * 60  # seconds before the end: 35 minutes into an hour
 SPEC = """\
 apiVersion: gpuslo/v1
 kind: SLOs
@@ -123,10 +125,11 @@ def backfilled(tmp_path_factory):
     groups = rule_groups(slos)
 
     def only(records):
-        return [
+        picked = [
             {"name": g["name"], "rules": [r for r in g["rules"] if r.get("record") in records]}
             for g in groups
         ]
+        return [g for g in picked if g["rules"]]
 
     minutes = (DAYS + 1) * DAY + 1
     end_minute = minutes - 1
@@ -137,8 +140,16 @@ def backfilled(tmp_path_factory):
         prom.backfill_openmetrics(tmp / "history.om")
         prom.restart()
         prom.backfill_rules(only({REQUESTS, ERRORS}), start=t_end - DAYS * 86400 - 3600, end=t_end)
+        # The 30-day window sums one recording per clock hour plus the current hour so far,
+        # minus the same stretch 30 days back: backfill both partial sums over the period.
+        partial = {c.slo_hour_sum(REQUESTS), c.slo_hour_sum(ERRORS)}
+        partial |= {c.slo_hour_to_date(REQUESTS), c.slo_hour_to_date(ERRORS)}
+        prom.backfill_rules(only(partial), start=t_end - DAYS * 86400 - 3600, end=t_end)
         periods = {error_ratio("30d"), error_ratio("month"), error_ratio("week")}
         prom.backfill_rules(only(periods), start=t_end - 300, end=t_end)
+        prom.backfill_rules(
+            only({error_ratio("30d")}), start=t_end - MID_HOUR - 120, end=t_end - MID_HOUR
+        )
         yield prom, t_end, start, truth
 
 
@@ -158,6 +169,20 @@ def test_recorded_30d_sli_equals_the_exact_ratio_of_raw_counters(backfilled):
     unweighted = prom.scalar(f"avg_over_time(({ERRORS}{sel} / {REQUESTS}{sel})[30d:1m])", at=t_end)
     assert abs(recorded - exact) / exact < 1e-6, (recorded, exact)
     assert abs(unweighted - exact) / exact > 1e-2, (unweighted, exact)
+
+
+def test_the_30d_sli_is_exact_in_the_middle_of_an_hour_too(backfilled):
+    """Off the hour, the window is 720 hourly sums plus 35 minutes of this hour, minus the
+    same 35 minutes of the hour 30 days back: the edges still fall on the right minutes."""
+    prom, t_end, start, truth = backfilled
+    at = t_end - MID_HOUR
+    exact = exact_ratio(truth, start, at - DAYS * 86400, at)
+    recorded = prom.scalar(f'{error_ratio("30d")}{{slo="chat-availability"}}', at=at)
+    assert abs(recorded - exact) / exact < 1e-6, (recorded, exact)
+    # The hour so far is a real part of the sum: without it the ratio is off.
+    sel = '{slo="chat-availability"}'
+    htd = prom.scalar(f"{c.slo_hour_to_date(REQUESTS)}{sel}", at=at)
+    assert htd > 0
 
 
 def test_calendar_periods_count_from_the_start_of_the_month_and_week(backfilled):

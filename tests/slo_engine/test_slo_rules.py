@@ -38,7 +38,9 @@ def test_promtool_accepts_every_generated_rule_file(tmp_path):
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 75 rules found" in out.stdout
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    assert f"SUCCESS: {sum(len(g['rules']) for g in groups)} rules found" in out.stdout
+    assert len(groups) == 6  # per SLO: alerts with what they read, and dashboard recordings
 
 
 @pytest.mark.component
@@ -118,13 +120,28 @@ def test_long_windows_are_ratios_of_sums_of_the_recorded_base_rates():
     slos, _ = load_specs([EXAMPLE])
     sli = rule_groups(slos)[0]["rules"]
     by_record = {r["record"]: r["expr"] for r in sli if "record" in r}
-    one_day = by_record["gpuslo:slo_error_ratio:ratio_rate1d"]
-    assert one_day == (
-        'sum_over_time(gpuslo:slo_errors:rate5m{slo="chat-availability"}[23h59m59s999ms]) / '
-        'sum_over_time(gpuslo:slo_requests:rate5m{slo="chat-availability"}[23h59m59s999ms])'
-    )  # one day of samples recorded every interval, counting neither end twice
+    two_hours = by_record["gpuslo:slo_error_ratio:ratio_rate2h"]
+    assert two_hours == (
+        'sum_over_time(gpuslo:slo_errors:rate5m{slo="chat-availability"}[1h59m59s999ms]) / '
+        'sum_over_time(gpuslo:slo_requests:rate5m{slo="chat-availability"}[1h59m59s999ms])'
+    )  # two hours of samples recorded every interval, counting neither end twice
     raw = [e for r, e in by_record.items() if "gen_ai_server" in e]
     assert len(raw) == 2 and all("[5m]" in e for e in raw)  # raw series read once, over 5m
+
+
+def test_windows_longer_than_two_hours_sum_hourly_partial_sums():
+    slos, _ = load_specs([EXAMPLE])
+    sli = rule_groups(slos)[0]["rules"]
+    by_record = {r["record"]: r["expr"] for r in sli if "record" in r}
+    one_day = by_record["gpuslo:slo_error_ratio:ratio_rate1d"]
+    hour = 'gpuslo:slo_errors:rate5m_sum_hour{slo="chat-availability"}[23h59m59s999ms]'
+    to_date = 'gpuslo:slo_errors:rate5m_sum_hour_to_date{slo="chat-availability"}'
+    assert f"sum_over_time({hour})" in one_day
+    assert f"+ {to_date}\n" in one_day and f"- ({to_date} offset 1d or" in one_day
+    assert "gpuslo:slo_errors:rate5m{" not in one_day  # no day of 5m rates read per cycle
+    # The hourly sum is written only in the first interval of each hour.
+    hourly = by_record["gpuslo:slo_errors:rate5m_sum_hour"]
+    assert hourly.endswith("and on() (vector(time()) % 3600 < 60)")
 
 
 def test_cli_generate_writes_nothing_when_a_spec_is_invalid(tmp_path):
