@@ -36,8 +36,9 @@ from gpuslo.simulator.scenario import Scenario, load_scenario
 from gpuslo.slo_engine import load_specs, write_outputs
 from gpuslo.slo_engine.evaluator import evaluate
 from gpuslo.slo_engine.history import sli_from_prometheus
-from gpuslo.slo_engine.rules import burn_rate
+from gpuslo.slo_engine.rules import Layout, burn_rate
 
+EVALUATION_INTERVAL_S = 2.0  # Prometheus's and every rule group's, in the compressed demo
 SLO = "chat-ttft"
 COST_SLO = "chat-cost"
 POOL = "llama-70b"
@@ -134,8 +135,12 @@ def run_demo(
     scenario = scenario or load_scenario(data_path("gpuslo.cli.demo_data", "scenario.yaml"))
     workdir.mkdir(parents=True, exist_ok=True)
     slos, _ = load_specs([data_path("gpuslo.cli.demo_data", "slos.yaml")])
+    # the rule groups are evaluated as often as the demo's Prometheus evaluates (compressed time)
     rules, inhibit = write_outputs(
-        slos, [str(data_path("gpuslo.cli.demo_data", "slos.yaml"))], workdir / "rules"
+        slos,
+        [str(data_path("gpuslo.cli.demo_data", "slos.yaml"))],
+        workdir / "rules",
+        layout=Layout(interval=EVALUATION_INTERVAL_S),
     )
     cost_rules = workdir / "rules" / "gpuslo-cost.rules.yaml"
     cost_rules.write_text(
@@ -193,7 +198,7 @@ def run_demo(
         prom = Prometheus(
             workdir / "prometheus",
             rule_files=[rules, cost_rules],
-            evaluation_interval="2s",
+            evaluation_interval=f"{EVALUATION_INTERVAL_S:g}s",
             config_extra=_prometheus_config(twin, f"127.0.0.1:{am.port}"),
         )
         # Prometheus's URL is fixed at construction, before anything starts.
