@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.results import write_block  # noqa: E402
+from gpuslo.foundation.prometheus import MAX_CONCURRENT  # noqa: E402
 from gpuslo.foundation.promlab import Prometheus  # noqa: E402
 from gpuslo.remediation.actuators import LogActuator  # noqa: E402
 from gpuslo.remediation.engine import Remediator  # noqa: E402
@@ -178,9 +179,11 @@ Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f}
 (shared with other work). Target: p99 under 5 s with 10,000 candidate series.
 
 The hook's own part (the incident row, the queue, storing the result) is a few milliseconds;
-the rest is `explain()`, nearly all of it the candidate fetch: one range query per signal,
-one after another, four of them returning every GPU of the radius (Prometheus evaluating a
-regex of all the radius's GPU UUIDs, then JSON decoding and gridding in Python). The chart
+the rest is `explain()`, nearly all of it the candidate fetch: one range query per signal, at
+most {MAX_CONCURRENT} in flight at once (each answer decoded and gridded while Prometheus
+evaluates the others), four of them returning every GPU of the radius (a regex of all the
+radius's GPU UUIDs; their per-GPU `max`/`min` is taken in the correlator, not by Prometheus,
+which spent most of each query grouping thousands of GPUs at every step). The chart
 series are fetched after the explanation is stored and are not in these figures."""
     print(text)
     if args.write:

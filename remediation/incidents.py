@@ -387,7 +387,7 @@ class Explainer:
 
         slo = self.find(labels)
         try:
-            result = explain(self.url, slo, at, self.step, config=self.config)
+            result = explain(self.url, slo, at, self.step, config=self.config, timeout=self.timeout)
         except (HistoryError, OSError, ValueError) as err:
             raise ExplainError(f"cause analysis failed: {err}") from None
         return result.as_dict(top=TOP_CAUSES)

@@ -75,6 +75,18 @@ class Signal:
     # A share of a whole (a tenant's requests of the model's): a rise counts by how much it
     # adds to the sum of every series of the signal, in full from this fraction of the sum.
     whole: float = 0.0
+    # ``agg by ({by_gpu}) (selector){u_unit}``, done here instead of in Prometheus: the raw
+    # ``selector`` is fetched and its series reduced per GPU (``max``/``min`` are exact in any
+    # order; Prometheus grouping thousands of GPUs at every step costs more than the rest of
+    # the query). ``expr`` stays the PromQL it equals, quoted in the evidence.
+    local_agg: str = ""
+    selector: str = ""
+    unit: str = ""  # the _GPU_FIELDS key whose factor brings the field to its legacy unit
+
+    def local_expr(self) -> str:
+        """The PromQL template ``local_agg`` computes (``expr`` for such signals)."""
+        unit = f"{{u_{self.unit}}}" if self.unit else ""
+        return f"{self.local_agg} by ({{by_gpu}}) ({self.selector}){unit}"
 
 
 # The names in the signals' PromQL templates, from the naming contract (metrics by their
@@ -229,6 +241,8 @@ SIGNALS: tuple[Signal, ...] = (
         (c.LABEL_HOSTNAME, c.LABEL_GPU),
         1.0,
         -1,
+        local_agg="min",
+        selector="{gpu_up}{{{l_uuid}=~{uuids}}}",
     ),
     Signal(
         "xid",
@@ -260,6 +274,9 @@ SIGNALS: tuple[Signal, ...] = (
         1,
         peer_relative=True,
         follows="GPU utilization (%)",  # more load, more power, more heat
+        local_agg="max",
+        selector="{dcgm_gpu_temp}{{{l_uuid}=~{uuids}}}",
+        unit="dcgm_gpu_temp",
     ),
     Signal(
         "nvlink_crc",
@@ -290,6 +307,9 @@ SIGNALS: tuple[Signal, ...] = (
         0.4,
         1,
         peer_relative=True,
+        local_agg="max",
+        selector="{dcgm_gpu_util}{{{l_uuid}=~{uuids}}}",
+        unit="dcgm_gpu_util",
     ),
     Signal(
         "ecc",
@@ -319,6 +339,9 @@ SIGNALS: tuple[Signal, ...] = (
         0.4,
         1,
         peer_relative=True,
+        local_agg="max",
+        selector="{dcgm_fb_used}{{{l_uuid}=~{uuids}}}",
+        unit="dcgm_fb_used",
     ),
     Signal(
         "nvlink_crc",
@@ -709,7 +732,12 @@ def canonical_selector(model: str) -> str:
 
 
 def blast_radius(
-    url: str, model: str, start: float, end: float, config: Config | None = None
+    url: str,
+    model: str,
+    start: float,
+    end: float,
+    config: Config | None = None,
+    timeout: float = 120.0,
 ) -> Radius:
     """Pods, pools, GPUs and nodes serving ``model`` at any time in [start, end]."""
     from gpuslo.foundation.prometheus import instant
@@ -717,7 +745,7 @@ def blast_radius(
     config = config or Config()
 
     def query(expr: str, at: float) -> list[dict[str, Any]]:
-        return instant(url, expr, at, timeout=120)
+        return instant(url, expr, at, timeout=timeout)
 
     span = max(60, int(end - start))
     at = end
@@ -772,9 +800,10 @@ def candidates_from_prometheus(
     step: float,
     signals: Sequence[Signal] = SIGNALS,
     config: Config | None = None,
+    timeout: float = 300.0,
 ) -> tuple[Array, list[Candidate]]:
-    """Every signal's series over the radius, on one time grid."""
-    from gpuslo.foundation.prometheus import on_grid, range_series
+    """Every signal's series over the radius, on one time grid; ``timeout``: per query."""
+    from gpuslo.foundation.prometheus import concurrently, grid_matrix, range_series
 
     config = config or Config()
     n = round((end - start) / step) + 1
@@ -792,28 +821,72 @@ def candidates_from_prometheus(
         "model": radius.model,
     }
     host = config.naming.host_label
-    for signal in signals:
-        expr = signal.expr.format(**fill)
-        for series in range_series(url, expr, start, end, step):
-            labels = dict(series["metric"])
-            if host != c.LABEL_HOSTNAME and host in labels:  # causes name hosts one way
-                labels[c.LABEL_HOSTNAME] = labels.pop(host)
-            out.append(Candidate(signal, labels, on_grid(series, start, step, n), expr))
+    exprs = [signal.expr.format(**fill) for signal in signals]
+
+    by_gpu = [label.strip() for label in fill["by_gpu"].split(",")]
+
+    def fetch(signal: Signal) -> tuple[list[dict[str, Any]], Array]:
+        query = signal.selector if signal.local_agg else signal.expr
+        found = range_series(url, query.format(**fill), start, end, step, timeout=timeout)
+        matrix = grid_matrix(found, start, step, n)
+        if signal.local_agg:
+            factor = config.naming.factor(_GPU_FIELDS[signal.unit]) if signal.unit else 1.0
+            found, matrix = aggregate(found, matrix, signal.local_agg, by_gpu, factor)
+        return found, matrix
+
+    # The signals' queries run concurrently (a bounded pool: one answer is decoded and gridded
+    # while Prometheus evaluates the next); the candidates keep the order of the signals and
+    # of each answer's series.
+    answers = concurrently(fetch, signals)
     # Where the history starts: the first sample of any always-present signal (GPU up, port
     # state, ready replicas). Before it, nothing is known; after it, a counter or info series
     # without a sample means "none" (no XID yet, no foreign process).
-    times, _rows = trim(times, [c.values for c in out if c.signal.fill is None])
-    cut = n - len(times)
-    for cand in out:
-        cand.values = cand.values[cut:]
-        if cand.signal.carry:  # forward-fill gaps (a lost GPU stops reporting its counters)
-            seen = np.isfinite(cand.values)
-            last = np.maximum.accumulate(np.where(seen, np.arange(len(seen)), -1))
-            carried = np.where(last >= 0, cand.values[np.maximum(last, 0)], np.nan)
-            cand.values = carried
-        if cand.signal.fill is not None:
-            cand.values = np.where(np.isnan(cand.values), cand.signal.fill, cand.values)
+    first = n
+    for signal, (_found, matrix) in zip(signals, answers, strict=True):
+        if signal.fill is None and len(matrix):
+            known = np.flatnonzero(np.isfinite(matrix).any(axis=0))
+            if len(known):
+                first = min(first, int(known[0]))
+    times = times[first:]
+    for signal, expr, (found, matrix) in zip(signals, exprs, answers, strict=True):
+        matrix = matrix[:, first:]
+        if signal.carry and matrix.size:  # forward-fill gaps (a lost GPU stops reporting)
+            seen = np.isfinite(matrix)
+            cols = np.arange(matrix.shape[1])
+            last = np.maximum.accumulate(np.where(seen, cols, -1), axis=1)
+            rows = np.arange(matrix.shape[0])[:, None]
+            matrix = np.where(last >= 0, matrix[rows, np.maximum(last, 0)], np.nan)
+        if signal.fill is not None:
+            matrix = np.where(np.isnan(matrix), signal.fill, matrix)
+        for series, values in zip(found, matrix, strict=True):
+            labels = dict(series["metric"])
+            if host != c.LABEL_HOSTNAME and host in labels:  # causes name hosts one way
+                labels[c.LABEL_HOSTNAME] = labels.pop(host)
+            out.append(Candidate(signal, labels, values, expr))
     return times, out
+
+
+def aggregate(
+    found: Sequence[dict[str, Any]], matrix: Array, op: str, by: Sequence[str], factor: float
+) -> tuple[list[dict[str, Any]], Array]:
+    """``op by (by) (series) / factor`` of gridded series as Prometheus answers it: one
+    series per distinct value of ``by`` (labels without a value left out), in Prometheus'
+    order (by label set), its value at each step the max (min) of the series present there,
+    none where none is."""
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for i, series in enumerate(found):
+        metric = series["metric"]
+        key = tuple(sorted((k, metric[k]) for k in by if metric.get(k)))
+        groups.setdefault(key, []).append(i)
+    reduce = np.fmax if op == "max" else np.fmin  # NaN only where every series has none
+    keys = sorted(groups)
+    out = np.empty((len(keys), matrix.shape[1]))
+    for j, key in enumerate(keys):
+        rows = groups[key]
+        out[j] = matrix[rows[0]] if len(rows) == 1 else reduce.reduce(matrix[rows], axis=0)
+    if factor != 1.0:
+        out = out / factor
+    return [{"metric": dict(key)} for key in keys], out
 
 
 @dataclass
@@ -849,10 +922,12 @@ def explain(
     step: float = 60.0,
     lookback: float = 3600.0,
     config: Config | None = None,
+    timeout: float = 300.0,
 ) -> Explanation:
     """Rank the probable causes of ``slo`` burning at ``at`` (a time inside a burn episode, or
     its start), from the Prometheus at ``url``; ``config``: the cluster's GPU naming and how
-    pools are found (the defaults: legacy dcgm-exporter names, pools by owner)."""
+    pools are found (the defaults: legacy dcgm-exporter names, pools by owner); ``timeout``:
+    per query of the blast radius and the candidates."""
     from gpuslo.foundation.prometheus import HistoryError
 
     from .evaluator import evaluate
@@ -876,6 +951,8 @@ def explain(
     onset = onset_of(np.nan_to_num(ratio), sli_times, detected, quiet_since(ev.episodes, detected))
 
     lo, hi = onset - SEARCH_BEFORE - BEFORE, onset + SEARCH_AFTER + AFTER
-    radius = blast_radius(url, model, lo, hi, config)
-    times, cands = candidates_from_prometheus(url, radius, lo, hi, step, config=config)
+    radius = blast_radius(url, model, lo, hi, config, timeout=min(120.0, timeout))
+    times, cands = candidates_from_prometheus(
+        url, radius, lo, hi, step, config=config, timeout=timeout
+    )
     return Explanation(slo.name, detected, onset, radius, rank(cands, times, onset), len(cands))
