@@ -28,8 +28,9 @@ from gpuslo.foundation.report import Page, subplots
 from gpuslo.foundation.resources import data_path
 from gpuslo.remediation.actuators import TwinActuator
 from gpuslo.remediation.engine import DataCheck, Remediator
+from gpuslo.remediation.incidents import Explainer, Incidents, IncidentStore
 from gpuslo.remediation.journal import Journal
-from gpuslo.remediation.policy import load_policy
+from gpuslo.remediation.policy import IncidentSettings, load_policy
 from gpuslo.remediation.server import Hook, Metrics
 from gpuslo.simulator.live import LiveTwin
 from gpuslo.simulator.scenario import Scenario, load_scenario
@@ -60,6 +61,9 @@ class DemoResult:
     report: Path | None = None
     cost_alert_at: float | None = None  # the cost SLO's page: the price of scaling out
     cost_episodes: list[dict[str, Any]] = field(default_factory=list)  # from the evaluator
+    # every page the hook received, explained: {slo, started_at, explained_at, causes}
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    incident_records: list[dict[str, Any]] = field(default_factory=list)  # the hook's JSON
 
     def summary(self) -> str:
         def rel(t: float | None) -> str:
@@ -203,6 +207,15 @@ def run_demo(
         )
         # Prometheus's URL is fixed at construction, before anything starts.
         remediator.data_check = DataCheck(prom.url)
+        # every page becomes an incident, explained by the correlator at its startsAt
+        incidents = Incidents(
+            IncidentStore(journal),
+            IncidentSettings(),
+            hook_metrics.registry,
+            explain=Explainer(prom.url, slos, step=EVALUATION_INTERVAL_S),
+        )
+        hook.incidents = incidents
+        announced: set[str] = set()
         hook.start()
         stack.callback(hook.stop)
         am.start()
@@ -260,8 +273,25 @@ def run_demo(
                 f"(page at {threshold:g}) alert={'FIRING' if firing else 'ok    '} "
                 f"replicas={pool.get('ready', '?')}/{pool.get('replicas', '?')}"
             )
+            for incident in incidents.store.query(limit=20):
+                if incident.explained is not None and incident.id not in announced:
+                    announced.add(incident.id)
+                    echo(
+                        f"  incident {incident.id[:8]} ({incident.slo}, {incident.tier}), "
+                        f"explained {incident.explained - incident.received:.1f} s after the "
+                        f"page: {incident.headline()}"
+                    )
             if stop_when_recovered and result.recovered_at is not None:
                 break
+        wait_until = time.time() + 30  # a page explained after the run still counts
+        while time.time() < wait_until and any(
+            i.explained is None and i.explanation_status == "pending"
+            for i in incidents.store.query(limit=20)
+        ):
+            time.sleep(0.5)
+        found = list(reversed(incidents.store.query(limit=100)))
+        result.incidents = [i.result() for i in found]
+        result.incident_records = [i.public() for i in found]
         result.actions = [e.public() for e in journal.query(limit=100)]
         # The backtest's view of the run: the evaluator over what Prometheus recorded.
         data = sli_from_prometheus(prom.url, cost_slo, started, time.time(), 2.0)
@@ -383,6 +413,26 @@ def write_report(
         ax.legend(fontsize=7, loc="upper right")
         fig.tight_layout()
         page.chart(fig, title, file=name)
+    section = page.section("Incidents")
+    if not result.incident_records:
+        section.paragraph("No page reached the hook.")
+    for rec in result.incident_records:
+        sub = section.section(f"{rec['slo']} ({rec['tier']}), paged at {rec['started_at']}")
+        sub.paragraph(rec["summary"])
+        causes = rec["explanation"].get("causes", [])
+        if causes:
+            sub.table(
+                (
+                    [
+                        x["kind"],
+                        ", ".join(f"{k}={v}" for k, v in x["entity"].items()),
+                        f"{x['score']:.2f}",
+                        x.get("summary", ""),
+                    ]
+                    for x in causes
+                ),
+                ("cause", "entity", "score", "evidence"),
+            )
     page.section("Remediation journal").table(
         ([str(a.get(k, "")) for k in JOURNAL_COLUMNS] for a in reversed(result.actions)),
         JOURNAL_COLUMNS,
@@ -390,7 +440,9 @@ def write_report(
     page.write(out / "index.html")
     (out / "result.json").write_text(
         json.dumps(
-            {k: v for k, v in result.__dict__.items() if k != "report"}, indent=1, default=str
+            {k: v for k, v in result.__dict__.items() if k not in ("report", "incident_records")},
+            indent=1,
+            default=str,
         )
     )
     return out / "index.html"

@@ -5,6 +5,8 @@ recovered: the page fired, exactly one scale action happened, and the burn came 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -46,3 +48,13 @@ def test_the_loop_closes_one_page_one_action_recovery(tmp_path):
     report = (tmp_path / "report" / "index.html").read_text()
     assert "the loop closing" in report and "burn-rate.png" in report
     assert (tmp_path / "report" / "burn-rate.png").stat().st_size > 1000
+    # The page became one incident, explained while the run went on (the correlator's
+    # baselines are 15 real minutes, longer than the compressed demo, so it may name nothing),
+    # printed, in the report and in result.json.
+    ttft = [i for i in result.incidents if i["slo"] == "chat-ttft"]
+    assert len(ttft) == 1, result.incidents
+    assert ttft[0]["explained_at"] is not None and ttft[0]["explained_at"] >= ttft[0]["started_at"]
+    assert any(line.startswith("  incident ") for line in lines), log
+    assert "Incidents" in report
+    saved = json.loads((tmp_path / "report" / "result.json").read_text())
+    assert [i["slo"] for i in saved["incidents"]].count("chat-ttft") == 1
