@@ -231,6 +231,9 @@ class Config:
 
     naming: c.GpuNaming = field(default_factory=c.gpu_naming)
     pools: PoolIdentity = field(default_factory=PoolIdentity)
+    # Every window of the analysis (baseline, segment, search, lateness) times this: 1 on a
+    # real cluster; below 1 where time is compressed (the demo's one-hour SLO period).
+    time_scale: float = 1.0
 
 
 SIGNALS: tuple[Signal, ...] = (
@@ -565,17 +568,20 @@ def change_points(
     return k, mb, ma, effect, p, effect > 0
 
 
-def onset_of(ratio: Array, times: Array, detected: float, since: float | None = None) -> float:
+def onset_of(
+    ratio: Array, times: Array, detected: float, since: float | None = None, scale: float = 1.0
+) -> float:
     """When the symptom began: the SLI's largest rise in the half hour up to detection (after
-    ``since``, the end of an earlier burn, when given)."""
-    back = 30 * 60.0 if since is None else min(30 * 60.0, max(0.0, detected - since))
+    ``since``, the end of an earlier burn, when given); ``scale`` scales the windows."""
+    half_hour = 30 * 60.0 * scale
+    back = half_hour if since is None else min(half_hour, max(0.0, detected - since))
     found = change_points(
         ratio[None, :],
         times,
         detected,
         np.ones(1),
         search=(back, 0.0),
-        segments=(15 * 60.0, 3 * 60.0),
+        segments=(15 * 60.0 * scale, 3 * 60.0 * scale),
     )
     if not found[5][0]:
         return detected
@@ -585,14 +591,14 @@ def onset_of(ratio: Array, times: Array, detected: float, since: float | None = 
 QUIET = 5 * 60.0  # alerts quiet this long before a page: it is a new burn
 
 
-def quiet_since(episodes: Sequence[Any], detected: float) -> float | None:
+def quiet_since(episodes: Sequence[Any], detected: float, scale: float = 1.0) -> float | None:
     """When an earlier burn ended, if every tier was quiet for at least ``QUIET`` from then to
     ``detected``: the new page's symptom began after it (an earlier burn's tail, still in the
     SLI, must not be taken for its onset). None when some tier fires on through."""
     if any(e.start < detected < e.end for e in episodes):
         return None
     ended = [e.end for e in episodes if e.end <= detected]
-    if not ended or detected - max(ended) < QUIET:
+    if not ended or detected - max(ended) < QUIET * scale:
         return None
     return float(max(ended))
 
@@ -609,16 +615,28 @@ def trim(times: Array, rows: Sequence[Array]) -> tuple[Array, list[Array]]:
 
 
 def rank(
-    candidates: Sequence[Candidate], times: Array, onset: float, min_score: float = MIN_SCORE
+    candidates: Sequence[Candidate],
+    times: Array,
+    onset: float,
+    min_score: float = MIN_SCORE,
+    time_scale: float = 1.0,
 ) -> list[Cause]:
     """Causes scoring at least ``min_score``, most probable first (none when nothing changed
-    enough to name)."""
+    enough to name); ``time_scale`` scales every window (``Config.time_scale``)."""
     evidence: list[tuple[Candidate, Evidence]] = []
+    late, search_before = LATE * time_scale, SEARCH_BEFORE * time_scale
     if candidates:
         matrix = np.vstack([c.values for c in candidates]).astype(np.float64)
         directions = np.array([c.signal.direction for c in candidates], dtype=np.float64)
-        ks, befores, afters, effects, ps, valid = change_points(matrix, times, onset, directions)
-        wholes = _wholes(candidates, matrix, times, ks)
+        ks, befores, afters, effects, ps, valid = change_points(
+            matrix,
+            times,
+            onset,
+            directions,
+            (search_before, SEARCH_AFTER * time_scale),
+            (BEFORE * time_scale, AFTER * time_scale),
+        )
+        wholes = _wholes(candidates, matrix, times, ks, BEFORE * time_scale)
         for i, cand in enumerate(candidates):
             if not valid[i]:
                 continue
@@ -626,7 +644,11 @@ def rank(
             lead = onset - changed
             # Before or with the symptom: a cause; well after it: an effect. Long leads are
             # allowed (a backlog builds slowly) but weigh a little less.
-            timing = 0.3 if lead < -LATE else 1.0 - 0.4 * max(0.0, lead - 600) / SEARCH_BEFORE
+            timing = (
+                0.3
+                if lead < -late
+                else 1.0 - 0.4 * max(0.0, lead - 600 * time_scale) / search_before
+            )
             p = float(ps[i])
             significant = 1.0 if p < 0.01 else 0.5 if p < 0.05 else 0.1
             effect = float(effects[i])
@@ -667,7 +689,7 @@ def rank(
     by_name = {(cand.signal.name, ev.entity): ev for cand, ev in evidence}
     for cand, ev in evidence:
         cause_ev = by_name.get((cand.signal.follows, ev.entity)) if cand.signal.follows else None
-        if cause_ev is None or cause_ev.effect <= 0 or cause_ev.changed_at > ev.changed_at + LATE:
+        if cause_ev is None or cause_ev.effect <= 0 or cause_ev.changed_at > ev.changed_at + late:
             continue
         ev.score *= 1.0 - min(1.0, cause_ev.effect / max(ev.effect, 1e-9))
     causes: dict[tuple[str, tuple[tuple[str, str], ...]], Cause] = {}
@@ -685,7 +707,9 @@ def rank(
     return sorted(named, key=lambda c: -c.score)
 
 
-def _wholes(candidates: Sequence[Candidate], matrix: Array, times: Array, ks: Array) -> Array:
+def _wholes(
+    candidates: Sequence[Candidate], matrix: Array, times: Array, ks: Array, before: float = BEFORE
+) -> Array:
     """For candidates of a ``whole`` signal: the mean of the sum of all that signal's series
     over the baseline before each one's change point (0 for the others)."""
     out = np.zeros(len(candidates))
@@ -694,7 +718,7 @@ def _wholes(candidates: Sequence[Candidate], matrix: Array, times: Array, ks: Ar
         if cand.signal.whole > 0:
             groups.setdefault(cand.signal.name, []).append(i)
     step = float(np.median(np.diff(times))) if len(times) > 1 else 60.0
-    nb = max(3, int(BEFORE / step))
+    nb = max(3, int(before / step))
     for rows in groups.values():
         total = np.nansum(np.where(np.isfinite(matrix[rows]), matrix[rows], 0.0), axis=0)
         for i in rows:
@@ -936,23 +960,29 @@ def explain(
     model = dict(slo.selector).get("model") if slo.selector else None
     if not model:
         raise HistoryError(f"{slo.name}: correlation needs an SLO selecting one model")
+    scale = (config or Config()).time_scale
     start = at - lookback
-    data = sli_from_prometheus(url, slo, start - slo.period, at + SEARCH_AFTER + AFTER, step)
+    data = sli_from_prometheus(
+        url, slo, start - slo.period, at + (SEARCH_AFTER + AFTER) * scale, step
+    )
     ev = evaluate(slo, data)
     ts = ev.timestamps
     # The episode that contains ``at`` (or starts soonest after it): its first firing step.
     detected = at
     for e in ev.episodes:
-        if e.start <= at < e.end or at <= e.start <= at + 5 * 60:
+        if e.start <= at < e.end or at <= e.start <= at + 5 * 60 * scale:
             detected = e.start
             break
     base = next(iter(ev.error_ratio))  # the base window, listed first
     sli_times, (ratio,) = trim(ts, [ev.error_ratio[base]])
-    onset = onset_of(np.nan_to_num(ratio), sli_times, detected, quiet_since(ev.episodes, detected))
+    since = quiet_since(ev.episodes, detected, scale)
+    onset = onset_of(np.nan_to_num(ratio), sli_times, detected, since, scale)
 
-    lo, hi = onset - SEARCH_BEFORE - BEFORE, onset + SEARCH_AFTER + AFTER
+    lo = onset - (SEARCH_BEFORE + BEFORE) * scale
+    hi = onset + (SEARCH_AFTER + AFTER) * scale
     radius = blast_radius(url, model, lo, hi, config, timeout=min(120.0, timeout))
     times, cands = candidates_from_prometheus(
         url, radius, lo, hi, step, config=config, timeout=timeout
     )
-    return Explanation(slo.name, detected, onset, radius, rank(cands, times, onset), len(cands))
+    causes = rank(cands, times, onset, time_scale=scale)
+    return Explanation(slo.name, detected, onset, radius, causes, len(cands))

@@ -48,12 +48,18 @@ def test_the_loop_closes_one_page_one_action_recovery(tmp_path):
     report = (tmp_path / "report" / "index.html").read_text()
     assert "the loop closing" in report and "burn-rate.png" in report
     assert (tmp_path / "report" / "burn-rate.png").stat().st_size > 1000
-    # The page became one incident, explained while the run went on (the correlator's
-    # baselines are 15 real minutes, longer than the compressed demo, so it may name nothing),
-    # printed, in the report and in result.json.
+    # The page became one incident, explained while the run went on, with the injected fault
+    # (tenant acme's traffic spike, or the throttled GPU) among its top causes; printed, in the
+    # report and in result.json.
     ttft = [i for i in result.incidents if i["slo"] == "chat-ttft"]
     assert len(ttft) == 1, result.incidents
     assert ttft[0]["explained_at"] is not None and ttft[0]["explained_at"] >= ttft[0]["started_at"]
+    injected = {
+        ("thermal_throttle", (("Hostname", "gpu-node-00"), ("gpu", "0"))),
+        ("traffic_spike", (("tenant", "acme"),)),
+    }
+    named = [(x["kind"], tuple(sorted(x["entity"].items()))) for x in ttft[0]["causes"]]
+    assert named and named[0] in injected, named
     assert any(line.startswith("  incident ") for line in lines), log
     assert "Incidents" in report
     saved = json.loads((tmp_path / "report" / "result.json").read_text())

@@ -148,3 +148,18 @@ def test_a_new_page_after_a_quiet_spell_begins_after_the_earlier_burn_not_inside
     assert quiet_since([earlier, slow, current], detected) is None
     flap = Episode("page-fast", "page", times[300], times[325], 0.2, 3.0)
     assert quiet_since([earlier, flap, current], detected) is None
+
+
+def test_compressed_time_needs_the_time_scale_to_see_a_change_in_seconds():
+    # Two-second steps, a replica lost 30 s before the symptom with 40 s of history before it
+    # (the demo's compressed hour): at real-cluster windows (a 15-minute baseline) there is no
+    # room for a baseline; with the windows scaled by 1/60 the loss is named.
+    step, n = 2.0, 60
+    times = np.arange(n) * step
+    v = np.full(n, 4.0)
+    v[20:] -= 1
+    cands = [Candidate(READY, {"namespace": "inference", "pool": "llama-70b"}, v)]
+    onset = times[35]
+    assert rank(cands, times, onset) == []
+    causes = rank(cands, times, onset, time_scale=1 / 60)
+    assert [c.kind for c in causes] == ["replica_loss"]
