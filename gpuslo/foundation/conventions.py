@@ -964,6 +964,7 @@ def incident_link(external_url: str, slo: str, service: str, tier: str) -> str:
     query = urlencode({LABEL_SLO: slo, LABEL_SERVICE: service, LABEL_TIER: tier})
     return f"{external_url.rstrip('/')}{INCIDENT_OPEN_PATH}?{query}"
 
+
 # --- GPU process info on attributed nodes (collectors/gpu.py: bounded per GPU) ---------------
 GPU_PROCESS_CAP = 32  # processes listed per GPU in gpuslo_gpu_process_info, at most
 GPU_PROCESSES_DROPPED = _c(
