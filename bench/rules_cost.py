@@ -444,6 +444,7 @@ class Result:
     eval_p90_ms: float
     cpu_s_per_cycle: float
     failures: float
+    profile: str = ""  # the costliest rules of the last measured cycle (``profile``)
 
 
 def measure(
@@ -489,6 +490,8 @@ def measure(
         ]
         if bad:
             print(f"{style}: {len(bad)} unhealthy rules, e.g. {bad[:3]}", file=sys.stderr)
+        costliest = profile(listed)
+        print(f"{style}: {costliest}", file=sys.stderr)
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / cycles
     totals.sort()
     return Result(
@@ -499,7 +502,21 @@ def measure(
         totals[min(len(totals) - 1, int(0.9 * len(totals)))] * 1000,
         cpu,
         failures,
+        costliest,
     )
+
+
+def profile(listed: list[dict[str, Any]], top: int = 6) -> str:
+    """The last cycle's evaluation time summed per rule name (recording or alert), the
+    costliest first: where a style spends its time (``/api/v1/rules`` per-rule
+    ``evaluationTime``)."""
+    per: dict[str, float] = {}
+    for g in listed:
+        for r in g["rules"]:
+            per[r["name"]] = per.get(r["name"], 0.0) + r.get("evaluationTime", 0.0)
+    total = sum(per.values()) or 1.0
+    ranked = sorted(per.items(), key=lambda kv: -kv[1])[:top]
+    return ", ".join(f"{name} {100 * t / total:.0f}%" for name, t in ranked)
 
 
 def check_rules(workdir: Path, styles: dict[str, list[dict[str, Any]]]) -> None:
@@ -683,6 +700,11 @@ def report(results: list[Result], args: argparse.Namespace, raw: int) -> str:
         "",
         f"gpuslo / the cheaper of Sloth and Pyrra: **{cpu_ratio:.2f}x** the Prometheus CPU per "
         f"cycle, {time_ratio:.2f}x the evaluation time per cycle (target: at most 0.5x).",
+        "",
+        "Where the evaluation time goes (per-rule `evaluationTime` of the last cycle, summed "
+        "per rule name, costliest first):",
+        "",
+        *(f"- {r.style}: {r.profile}" for r in results),
     ]
     return "\n".join(lines)
 

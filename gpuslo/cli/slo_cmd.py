@@ -123,6 +123,14 @@ def add_parser(sub: Any) -> None:
         "with every recording they read (default: %(default)s, Mimir's "
         "ruler_max_rules_per_rule_group)",
     )
+    g.add_argument(
+        "--incident-url",
+        default=None,
+        metavar="URL",
+        help="the remediation hook's external URL: every burn-rate alert then carries an "
+        "incident_url annotation linking to its incident page, URL/incidents/open?slo=…"
+        "&service=…&tier=… (docs/incidents.md; default: no link)",
+    )
     g.set_defaults(func=generate)
 
 
@@ -169,7 +177,11 @@ def generate(args: argparse.Namespace) -> int:
         return 2
     tgt = target(args.target or args.format or "prometheus")
     try:
-        layout = Layout(parse_duration(args.interval), args.max_rules_per_group)
+        layout = Layout(
+            parse_duration(args.interval),
+            args.max_rules_per_group,
+            incident_url=args.incident_url,
+        )
     except (ValueError, LayoutError) as err:
         print(
             f"gpuslo slo generate: error: --interval/--max-rules-per-group: {err}", file=sys.stderr

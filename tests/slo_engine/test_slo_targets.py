@@ -217,3 +217,32 @@ def test_two_thousand_slos_generate_within_limits_and_pass_promtool(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"SUCCESS: {sum(len(g['rules']) for g in doc['groups'])} rules found" in out.stdout
+
+
+def alerts_of(doc):
+    return [r for g in groups_of(doc) for r in g["rules"] if "alert" in r]
+
+
+def test_incident_url_links_every_burn_alert_to_its_incident_page(tmp_path):
+    """``--incident-url``: each burn-rate alert's annotation opens the hook's newest incident
+    of that SLO and tier (docs/incidents.md); without it, no link; vmalert keeps it too."""
+    url = "https://hook.example.org/"
+    out = tmp_path / "o"
+    done = run_gpuslo("slo", "generate", str(EXAMPLE), "-o", str(out), "--incident-url", url)
+    assert done.returncode == 0, done.stderr
+    doc = yaml.safe_load((out / "chat.rules.yaml").read_text())
+    burns = [r for r in alerts_of(doc) if r["labels"]["tier"] != "no-data"]
+    assert burns
+    for rule in burns:
+        link = rule["annotations"]["incident_url"]
+        labels = rule["labels"]
+        assert link.startswith("https://hook.example.org/incidents/open?"), link
+        assert f"slo={labels['slo']}" in link and f"tier={labels['tier']}" in link
+    plain, _ = generated(tmp_path, "prometheus")
+    assert all("incident_url" not in r["annotations"] for r in alerts_of(plain))
+    vm, _ = generated(tmp_path, "vmalert", incident_url=url)
+    assert all(
+        "incident_url" in r["annotations"]
+        for r in alerts_of(vm)
+        if r["labels"]["tier"] != "no-data"
+    )
