@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gpuslo.foundation.promlab import Alertmanager, Prometheus
+from gpuslo.foundation.promlab import Prometheus
 from gpuslo.remediation.actuators import LogActuator
 from gpuslo.remediation.engine import Remediator
 from gpuslo.remediation.incidents import Explainer, Incidents, IncidentStore
@@ -30,6 +30,7 @@ from gpuslo.remediation.server import Hook, Metrics
 from gpuslo.slo_engine import load_specs
 from tests.remediation.incident_history import SLOS, WINDOWS, page_time, write_history
 from tests.remediation.receivers import Blackhole, Receiver
+from tests.remediation.test_component_remediation import start_alertmanager
 
 pytestmark = pytest.mark.component
 
@@ -129,33 +130,6 @@ class Setup:
         self.journal.close()
 
 
-def alertmanager(tmp: Path, procs: list, hook_port: int) -> str:
-    config = {
-        "route": {
-            "receiver": "gpuslo",
-            "group_by": ["alertname", "slo", "case"],
-            "group_wait": "0s",
-            "group_interval": "1s",
-            "repeat_interval": "1h",
-        },
-        "receivers": [
-            {
-                "name": "gpuslo",
-                "webhook_configs": [
-                    {
-                        "url": f"http://127.0.0.1:{hook_port}/v1/alerts",
-                        "send_resolved": True,
-                        "http_config": {"authorization": {"credentials": TOKEN}},
-                    }
-                ],
-            }
-        ],
-    }
-    am = Alertmanager(tmp, config).start()
-    procs.append(am.process)
-    return am.url
-
-
 def post_alerts(am: str, starts: float, cases: list[str], ends: datetime | None = None) -> None:
     alerts = []
     for case in cases:
@@ -200,7 +174,9 @@ def test_every_page_is_one_explained_incident_announced_once_and_updated_once(
     prom, slos = cluster
     s = Setup(tmp_path, prom.url, slos)
     try:
-        ams = [alertmanager(tmp_path / n, process, s.hook.port) for n in ("am1", "am2")]
+        ams = [
+            start_alertmanager(tmp_path / n, process, s.hook.port, TOKEN) for n in ("am1", "am2")
+        ]
         for am in ams:
             post_alerts(am, page_time(), ["one"])
         (incident,) = wait_for(
@@ -284,7 +260,7 @@ def test_a_prometheus_that_never_answers_delays_no_action(cluster, tmp_path, pro
     hole = Blackhole()
     s = Setup(tmp_path, hole.url, slos)
     try:
-        am = alertmanager(tmp_path / "am", process, s.hook.port)
+        am = start_alertmanager(tmp_path / "am", process, s.hook.port, TOKEN)
         posted = time.monotonic()
         post_alerts(am, page_time(), ["slow"])
         wait_for(lambda: s.actuator.calls, what="the action")
@@ -303,7 +279,7 @@ def test_an_alert_storm_is_bounded_counted_and_every_page_still_acts(cluster, tm
     hole = Blackhole()
     s = Setup(tmp_path, hole.url, slos, workers=1, queue=2)
     try:
-        am = alertmanager(tmp_path / "am", process, s.hook.port)
+        am = start_alertmanager(tmp_path / "am", process, s.hook.port, TOKEN)
         cases = [f"storm-{i:02d}" for i in range(20)]
         post_alerts(am, page_time(), cases)
         wait_for(lambda: len(s.actuator.calls) == 20, what="20 actions")
