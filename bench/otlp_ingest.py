@@ -2,13 +2,15 @@
 points per CPU-second) and what it adds to the latency of a scrape of an agent with 20 server
 targets.
 
-A real ``gpuslo agent`` runs as a subprocess on 127.0.0.1; this process serves 20 fake vLLM
-targets (the published vLLM example output) and sends pre-built OTLP exports (protobuf over
-HTTP and over gRPC, and JSON separately): histogram points of
+A real ``gpuslo agent`` runs as a subprocess on 127.0.0.1 (it serves ``/metrics`` from a scrape
+process of its own); a process of the bench's own serves 20 fake vLLM targets (the published
+vLLM example output), and this one sends pre-built OTLP exports (protobuf over HTTP and over
+gRPC, and JSON separately): histogram points of
 ``gen_ai.server.request.duration`` and ``gen_ai.server.time_to_first_token`` over ``--models``
 x ``--tenants`` streams, cumulative, each round carrying higher counts. CPU comes from psutil
 (user + system) of the agent and its OTLP ingest process together, so "per core" means per
-CPU-second both used. Every loop is bounded in count.
+CPU-second both used (the agent's scrape process, which serves ``/metrics``, is left out of
+the ingest figures and shown apart under load). Every loop is bounded in count.
 
 Scrape latency is measured with ``--scrapes`` sequential gzip scrapes of ``/metrics``: (A) 20
 targets, no receiver; (B) 20 targets plus the receiver holding every stream's series; (C1) as
@@ -132,7 +134,12 @@ class Targets:
                 self.end_headers()
                 self.wfile.write(VLLM)
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # The agent connects to all 20 at once: with socketserver's backlog of 5 the
+            # rest wait for a SYN retransmit (1 s), which no real server makes them do.
+            request_queue_size = 128
+
+        self.http = Server(("127.0.0.1", 0), Handler)
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         port = self.http.server_address[1]
@@ -141,6 +148,28 @@ class Targets:
     def stop(self) -> None:
         self.http.shutdown()
         self.http.server_close()
+
+
+def _serve_targets(urls: Any, stop: Any) -> None:
+    targets = Targets()
+    urls.put(targets.urls)
+    stop.wait()
+    targets.stop()
+
+
+@contextlib.contextmanager
+def targets_process() -> Iterator[list[str]]:
+    """The 20 targets in a process of their own: their handler threads never compete for
+    this process's GIL with the scrapes it times. Yields their URLs."""
+    ctx = multiprocessing.get_context("spawn")
+    urls, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_serve_targets, args=(urls, stop), daemon=True)
+    proc.start()
+    try:
+        yield urls.get(timeout=60)
+    finally:
+        stop.set()
+        proc.join(timeout=10)
 
 
 EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -191,9 +220,19 @@ def wait_port(port: int) -> None:
             time.sleep(0.05)
 
 
-def cpu(proc: psutil.Process, children: bool = True) -> float:
-    """CPU seconds of the agent, and of its OTLP ingest process with ``children``."""
-    procs = [proc, *(proc.children(recursive=True) if children else [])]
+def listening(proc: psutil.Process, port: int) -> psutil.Process:
+    """The agent's process, or the child of it, that listens on ``port``: the OTLP ingest
+    process holds the OTLP ports, the scrape process the scrape port."""
+    for p in (proc, *proc.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            for conn in p.net_connections("tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                    return p
+    raise RuntimeError(f"no process of the agent listens on {port}")
+
+
+def cpu(*procs: psutil.Process) -> float:
+    """CPU seconds (user + system) of these processes together."""
     total = 0.0
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -276,10 +315,11 @@ def under_load(
     scrapes: int,
     per_second: float | None,
     grpc_port: int | None = None,
-) -> tuple[list[float], float, float, float]:
+) -> tuple[list[float], float, float, float, float]:
     """Scrape latencies while a sender exports (paced or non-stop, over HTTP or with
     ``grpc_port`` over gRPC); returns them with the points per second that went in and the
-    CPU shares of the agent's process and of its ingest process meanwhile. The sender is a
+    CPU shares of the agent's process, of its ingest process and of its scrape process
+    meanwhile. The sender is a
     process of its own, so the scrapes measured here never wait for the sender's GIL."""
     ctx = multiprocessing.get_context("spawn")
     stop, out = ctx.Event(), ctx.Queue()
@@ -289,15 +329,15 @@ def under_load(
     sender.start()
     if out.get(timeout=60) != "ready":
         raise RuntimeError("the sender did not start")
-    before, own, started = cpu(proc), cpu(proc, False), time.perf_counter()
+    procs = (proc, listening(proc, otlp_port), listening(proc, port))
+    before, started = [cpu(p) for p in procs], time.perf_counter()
     latencies = scrape_latencies(port, scrapes)
     took = time.perf_counter() - started
-    agent_share = (cpu(proc, False) - own) / took
-    ingest_share = (cpu(proc) - before) / took - agent_share
+    shares = [(cpu(p) - b) / took for p, b in zip(procs, before, strict=True)]
     stop.set()
     sent = out.get(timeout=60)
     sender.join(timeout=60)
-    return latencies, sent * points_in(bodies[0]) / took, agent_share, ingest_share
+    return latencies, sent * points_in(bodies[0]) / took, *shares
 
 
 def _sender(
@@ -353,26 +393,28 @@ def main() -> int:
     json_points = sum(points_in(b) for b in bodies[: len(json_bodies)])
     small = build_exports(args.scrape_models, args.scrape_tenants, 200, args.per_request)
     rounds_per_body = len(small) // 200 or 1
-    targets = Targets()
-    try:
+    with targets_process() as target_urls:
         otlp_port, grpc_port = free_port(), free_port()
         with agent([], otlp_port) as (proc, _):
-            before, started = cpu(proc), time.perf_counter()
+            ingest = (proc, listening(proc, otlp_port))
+            before, started = cpu(*ingest), time.perf_counter()
             send_all(otlp_port, bodies, "application/x-protobuf")
-            pb_wall, pb_cpu = time.perf_counter() - started, cpu(proc) - before
+            pb_wall, pb_cpu = time.perf_counter() - started, cpu(*ingest) - before
         with agent([], None, grpc_port) as (proc, _):  # a fresh receiver: the same new streams
-            before, started = cpu(proc), time.perf_counter()
+            ingest = (proc, listening(proc, grpc_port))
+            before, started = cpu(*ingest), time.perf_counter()
             send_grpc(grpc_port, bodies)
-            gr_wall, gr_cpu = time.perf_counter() - started, cpu(proc) - before
+            gr_wall, gr_cpu = time.perf_counter() - started, cpu(*ingest) - before
         otlp_port = free_port()
         with agent([], otlp_port) as (proc, _):
-            before, started = cpu(proc), time.perf_counter()
+            ingest = (proc, listening(proc, otlp_port))
+            before, started = cpu(*ingest), time.perf_counter()
             send_all(otlp_port, json_bodies, "application/json")
-            js_wall, js_cpu = time.perf_counter() - started, cpu(proc) - before
-        with agent(targets.urls, None) as (_, port):
+            js_wall, js_cpu = time.perf_counter() - started, cpu(*ingest) - before
+        with agent(target_urls, None) as (_, port):
             scrape_a = scrape_latencies(port, args.scrapes)
         otlp_port, grpc_port = free_port(), free_port()
-        with agent(targets.urls, otlp_port, grpc_port) as (proc, port):
+        with agent(target_urls, otlp_port, grpc_port) as (proc, port):
             send_all(otlp_port, small[:rounds_per_body], "application/x-protobuf")
             time.sleep(2.5)  # the receiver's series are in the next snapshot
             scrape_b = scrape_latencies(port, args.scrapes)
@@ -384,8 +426,6 @@ def main() -> int:
             loaded.append(under_load(proc, port, otlp_port, small, args.scrapes, None, grpc_port))
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
                 size = len(resp.read())
-    finally:
-        targets.stop()
 
     streams = 2 * args.models * args.tenants
     small_streams = 2 * args.scrape_models * args.scrape_tenants
@@ -426,10 +466,11 @@ def main() -> int:
         *(
             (
                 f"C{i}: B while one sender exports {how[i]} ({rate:,.0f} points/s; ingest "
-                f"process at {ingest:.0%} of a core, agent process at {own:.0%})",
+                f"process at {ingest:.0%} of a core, agent process at {own:.0%}, scrape "
+                f"process at {scraper:.0%})",
                 values,
             )
-            for i, (values, rate, own, ingest) in enumerate(loaded, 1)
+            for i, (values, rate, own, ingest, scraper) in enumerate(loaded, 1)
         ),
     ):
         lines.append(

@@ -171,6 +171,52 @@ def _whole_series(fam: Metric, room: int) -> list[Sample]:
     return out
 
 
+@dataclass(frozen=True)
+class CollectorState:
+    """What the self-metrics and ``/healthz`` say about one collector: plain values, so the
+    scrape process (``scrape_process``) can compute them from a copy."""
+
+    name: str
+    dropped: int
+    sampled: bool = False
+    duration: float = 0.0
+    success: bool = False
+    taken_at: float = 0.0
+    series: int = 0
+    error: str | None = None
+
+
+def self_families(states: Sequence[CollectorState], now: float) -> list[Metric]:
+    """Per-collector duration, success, sample age, series and drops at ``now``."""
+    duration, success = family(c.COLLECTOR_DURATION), family(c.COLLECTOR_SUCCESS)
+    age, series = family(c.COLLECTOR_AGE), family(c.COLLECTOR_SERIES)
+    dropped, info = family(c.COLLECTOR_DROPPED), family(c.AGENT_INFO)
+    add(info, {c.LABEL_VERSION: __version__}, 1.0)
+    for st in states:
+        labels = {c.LABEL_COLLECTOR: st.name}
+        add(dropped, labels, st.dropped)
+        if not st.sampled:
+            add(success, labels, 0.0)
+            continue
+        add(duration, labels, st.duration)
+        add(success, labels, 1.0 if st.success else 0.0)
+        add(age, labels, max(0.0, now - st.taken_at))
+        add(series, labels, st.series)
+    return [info, duration, success, age, series, dropped]
+
+
+def health_of(states: Sequence[CollectorState], now: float) -> dict[str, dict[str, object]]:
+    """Per-collector state for ``/healthz`` at ``now``."""
+    return {
+        st.name: {
+            "success": st.sampled and st.success,
+            "age_seconds": round(now - st.taken_at, 3) if st.sampled else None,
+            "error": st.error if st.sampled else None,
+        }
+        for st in states
+    }
+
+
 class Agent:
     """Runs collectors on their own cadence and renders the latest snapshots."""
 
@@ -200,6 +246,8 @@ class Agent:
         # Exposition formats scrapers have asked for: new snapshots are pre-rendered in them
         # on the sampling thread, so a scrape only joins ready text.
         self._formats_wanted: set[bool] = set()
+        # Called after every new snapshot (the scrape process's pusher wakes on it).
+        self.on_sample: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ sampling
     def sample(self, collector: Collector) -> Snapshot:
@@ -237,6 +285,8 @@ class Agent:
         for openmetrics in tuple(self._formats_wanted):
             snap.text(openmetrics)
         self._snapshots[collector.name] = snap
+        for notify in self.on_sample:
+            notify()
         return snap
 
     def _log_once(self, key: str, level: int, message: str) -> None:
@@ -322,28 +372,40 @@ class Agent:
         """The latest snapshot of a collector, if it has sampled yet."""
         return self._snapshots.get(name)
 
-    def self_metrics(self) -> list[Metric]:
-        """Per-collector duration, success, sample age, series and drops, computed now."""
-        now = self._clock()
-        duration, success = family(c.COLLECTOR_DURATION), family(c.COLLECTOR_SUCCESS)
-        age, series = family(c.COLLECTOR_AGE), family(c.COLLECTOR_SERIES)
-        dropped, info = family(c.COLLECTOR_DROPPED), family(c.AGENT_INFO)
-        add(info, {c.LABEL_VERSION: __version__}, 1.0)
+    def states(self) -> list[CollectorState]:
+        """Each collector's latest sample as plain values (for self-metrics and health)."""
+        out = []
         for collector in self.collectors:
-            labels = {c.LABEL_COLLECTOR: collector.name}
-            add(dropped, labels, self._dropped.get(collector.name, 0))
+            dropped = self._dropped.get(collector.name, 0)
             snap = self._snapshots.get(collector.name)
             if snap is None:
-                add(success, labels, 0.0)
+                out.append(CollectorState(collector.name, dropped))
                 continue
-            add(duration, labels, snap.duration)
-            add(success, labels, 1.0 if snap.success else 0.0)
-            add(age, labels, max(0.0, now - snap.taken_at))
-            add(series, labels, snap.series)
-        return [info, duration, success, age, series, dropped]
+            out.append(
+                CollectorState(
+                    collector.name,
+                    dropped,
+                    True,
+                    snap.duration,
+                    snap.success,
+                    snap.taken_at,
+                    snap.series,
+                    snap.error,
+                )
+            )
+        return out
+
+    def self_metrics(self) -> list[Metric]:
+        """Per-collector duration, success, sample age, series and drops, computed now."""
+        return self_families(self.states(), self._clock())
 
     def render(self, openmetrics: bool = False) -> str:
         """The whole scrape: every collector's latest snapshot plus self-metrics."""
+        tail = render(self.self_metrics(), openmetrics)
+        return self.render_collected(openmetrics) + tail + ("# EOF\n" if openmetrics else "")
+
+    def render_collected(self, openmetrics: bool = False) -> str:
+        """Every collector's latest snapshot: the scrape less self-metrics and ``# EOF``."""
         self._formats_wanted.add(openmetrics)
         snaps = [s for col in self.collectors if (s := self._snapshots.get(col.name)) is not None]
         shared = _shared_names(snaps)
@@ -368,20 +430,8 @@ class Agent:
                         else:
                             into.append(body)
             parts.extend("".join(texts) for texts in merged.values())
-        parts.append(render(self.self_metrics(), openmetrics))
-        if openmetrics:
-            parts.append("# EOF\n")
         return "".join(parts)
 
     def health(self) -> dict[str, dict[str, object]]:
         """Per-collector state for ``/healthz``."""
-        now = self._clock()
-        out: dict[str, dict[str, object]] = {}
-        for collector in self.collectors:
-            snap = self._snapshots.get(collector.name)
-            out[collector.name] = {
-                "success": bool(snap and snap.success),
-                "age_seconds": None if snap is None else round(now - snap.taken_at, 3),
-                "error": None if snap is None else snap.error,
-            }
-        return out
+        return health_of(self.states(), self._clock())

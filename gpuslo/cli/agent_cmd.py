@@ -447,7 +447,8 @@ def _server_target(text: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent as the arguments ask."""
-    from gpuslo.collectors import Agent, AgentServer
+    from gpuslo.collectors import Agent
+    from gpuslo.collectors.scrape_process import ScrapeProcess
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -474,10 +475,16 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(agent.render(openmetrics=args.openmetrics))
         agent.stop()
         return 0
+    # /metrics is served from a process of its own (scrape_process.py): a scrape never
+    # waits for the GIL behind the sampling threads.
+    server = ScrapeProcess(
+        agent, host, port, log_level=logging.getLevelName(args.log_level.upper())
+    )
     try:
-        server = AgentServer(agent, host, port)
+        server.bind()
     except OSError as err:
-        raise UsageError(f"--listen: cannot listen on {args.listen}: {err.strerror}") from err
+        why = err.strerror or str(err)
+        raise UsageError(f"--listen: cannot listen on {args.listen}: {why}") from err
     otlp = None  # the OTLP receiver is a collector: its process stops with the agent
     ingest = next((col for col in collectors if col.name == c.COLLECTOR_OTLP), None)
     if ingest is not None:
@@ -489,10 +496,9 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
             value = args.otlp_listen if err.flag == "--otlp-listen" else args.otlp_grpc_listen
             raise UsageError(f"{err.flag}: cannot listen on {value}: {err}") from err
-    # The scrape handler shares the GIL with the sampling threads (OTLP ingest runs in a
-    # process of its own, otlp_process.py); a 0.5 ms switch
-    # interval (Python's default is 5 ms) bounds how long a scrape waits on a busy thread
-    # (bench/otlp_ingest.py measures it).
+    # The sampling threads share the GIL (the scrape and OTLP ingest have processes of
+    # their own): a 0.5 ms switch interval (Python's default is 5 ms) keeps one busy
+    # collector from holding up the others' deadlines.
     sys.setswitchinterval(0.0005)
     # SIGTERM (what Kubernetes sends) and Ctrl-C both end the agent cleanly, exit status 0.
     stop = threading.Event()
@@ -514,6 +520,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("OTLP/HTTP metrics on http://%s:%s/v1/metrics", *addresses.pop(0))
         if args.otlp_grpc_listen:
             log.info("OTLP/gRPC metrics on %s:%s", *addresses.pop(0))
+    status = 0
     try:
         with contextlib.suppress(KeyboardInterrupt):
             if args.demo_seconds is not None:
@@ -521,12 +528,16 @@ def run(args: argparse.Namespace) -> int:
                     with urllib.request.urlopen(f"http://{bound}/metrics", timeout=5) as resp:
                         sys.stdout.write(resp.read().decode())
             else:
-                stop.wait()
+                while not stop.wait(1.0):
+                    if not server.alive:
+                        log.error("the scrape process exited: stopping")
+                        status = 1
+                        break
     finally:
         _shutdown(agent, server, otlp, log)
         if main:
             signal.signal(signal.SIGTERM, previous)
-    return 0
+    return status
 
 
 def _shutdown(agent: Any, server: Any, otlp: Any, log: logging.Logger) -> None:

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from gpuslo.collectors import Agent, AgentServer, CollectorUnavailable
+from gpuslo.collectors.scrape_process import ScrapeListenFailed, ScrapeProcess
 from gpuslo.foundation import conventions as c
 from gpuslo.foundation.exposition import add, family
 
@@ -114,12 +115,18 @@ def test_duplicate_collector_names_are_refused():
         Agent([Static("x"), Static("x")])
 
 
-@pytest.fixture
-def served():
+@pytest.fixture(params=["in-process", "scrape-process"])
+def served(request):
+    """Serve an agent in its own process (``AgentServer``) or, as ``gpuslo agent`` does, from
+    a scrape process of its own (``ScrapeProcess``): every test here holds for both."""
     started = []
 
     def start(agent):
-        server = AgentServer(agent, "127.0.0.1", 0)
+        if request.param == "in-process":
+            server = AgentServer(agent, "127.0.0.1", 0)
+        else:
+            server = ScrapeProcess(agent, "127.0.0.1", 0)
+            server.bind()
         agent.start()
         server.start()
         started.append((agent, server))
@@ -219,3 +226,90 @@ def test_a_family_two_collectors_serve_is_one_block_in_the_scrape(openmetrics):
         "vllm",
     ]
     assert out.count("# TYPE test_servers_only ") == 1 and out.count("# TYPE test_otlp_only ") == 1
+
+
+class HoldsTheGil:
+    """A collector that, once triggered, sits in one C call that never lets the GIL go (a
+    sum over a long range runs in C without a switch), like a driver binding that forgot to
+    release it; it notes when the hold began and ended (monotonic, system-wide on Linux)."""
+
+    name = "holds"
+
+    def __init__(self):
+        self.trigger, self.done = threading.Event(), threading.Event()
+        self.held: tuple[float, float] | None = None
+
+    def collect(self):
+        if self.trigger.is_set() and self.held is None:
+            began = time.monotonic()
+            sum(range(200_000_000))  # seconds of one C call
+            self.held = (began, time.monotonic())
+            self.done.set()
+        return []
+
+
+SCRAPER = """
+import sys, time, urllib.request
+url, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < until:
+    began = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            ok = b'test_ok_value{i="2"} 2' in resp.read()
+    except OSError:
+        ok = False
+    print(began, time.monotonic(), int(ok), flush=True)
+    time.sleep(0.02)
+"""
+
+
+def test_the_scrape_process_answers_while_a_collector_holds_the_gil():
+    """In the agent's own process nothing could answer until the call ends (the scraper is a
+    process of its own, since this one is held too); the scrape process serves the last
+    snapshot meanwhile: some scrape begins and ends inside the hold."""
+    import subprocess
+    import sys
+
+    holds, ok = HoldsTheGil(), Static("ok")
+    agent = Agent([ok, holds], interval=0.05)
+    server = ScrapeProcess(agent, "127.0.0.1", 0)
+    server.bind()
+    try:
+        agent.start()
+        server.start()
+        url = "http://{}:{}/metrics".format(*server.address)
+        while b"test_ok_value" not in get(url)[2]:
+            time.sleep(0.05)
+        scraper = subprocess.Popen(
+            [sys.executable, "-c", SCRAPER, url, "12"], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(0.5)  # the scraper is scraping
+        holds.trigger.set()
+        assert holds.done.wait(60)
+        out, _ = scraper.communicate(timeout=30)
+    finally:
+        agent._stop.set()
+        server.stop()
+    began, ended = holds.held
+    assert ended - began > 0.5, "the hold was too short to tell"
+    rows = [tuple(map(float, line.split())) for line in out.splitlines()]
+    inside = [r for r in rows if began < r[0] and r[1] < ended]
+    assert inside and all(r[2] == 1 for r in inside)
+
+
+def test_the_scrape_process_refuses_a_taken_port_and_ends_with_the_agent():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = ScrapeProcess(Agent([]), "127.0.0.1", s.getsockname()[1])
+        with pytest.raises(ScrapeListenFailed, match="in use"):
+            taken.bind()
+        assert not taken.alive
+    server = ScrapeProcess(Agent([Static("ok")]), "127.0.0.1", 0)
+    server.start()
+    assert server.alive
+    child = server._proc
+    server.stop()
+    assert not server.alive and child.exitcode == 0
