@@ -98,7 +98,12 @@ class CauseCheck:
 
         base = Path(policy_path).parent
         slos, _ = load_specs([base / p for p in settings.slo_specs])
-        return cls(settings.prometheus, slos, seconds(settings.explain_step))
+        return cls(
+            settings.prometheus,
+            slos,
+            seconds(settings.explain_step),
+            config=settings.correlator_config(),
+        )
 
     def __call__(self, alert: Alert) -> tuple[str | None, str]:
         from gpuslo.foundation.prometheus import HistoryError

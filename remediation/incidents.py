@@ -371,7 +371,12 @@ class Explainer:
 
         base = Path(policy_path).parent
         slos, _ = load_specs([base / p for p in settings.slo_specs])
-        return cls(settings.prometheus, slos, seconds(settings.explain_step))
+        return cls(
+            settings.prometheus,
+            slos,
+            seconds(settings.explain_step),
+            config=settings.correlator_config(),
+        )
 
     def find(self, labels: Mapping[str, str]) -> Any:
         name, service = labels.get(c.LABEL_SLO, ""), labels.get(c.LABEL_SERVICE)

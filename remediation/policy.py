@@ -263,9 +263,34 @@ class Settings(FrozenStrict):
         "policies with when_cause/unless_cause",
     )
     explain_step: str = Field(default="1m", description="resolution of the cause analysis")
+    dcgm_names: Literal["legacy", "current"] = Field(
+        default="legacy",
+        description="how the cluster's dcgm-exporter names GPU series: legacy (up to 4.8.x) "
+        "or current (4.9.0 and later), as `gpuslo agent --dcgm-names`",
+    )
+    pool_by: str = Field(
+        default="owner",
+        description="how the cause analysis finds a pod's pool: owner (kube-state-metrics' "
+        "ReplicaSet -> Deployment), label (the pool label) or label:NAME, as `--pool-by`",
+    )
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
 
     _explain_step = field_validator("explain_step")(_duration)
+
+    @field_validator("pool_by")
+    @classmethod
+    def _pool_by(cls, value: str) -> str:
+        from gpuslo.slo_engine.correlate import pool_identity
+
+        pool_identity(value)  # a ValueError says what is allowed
+        return value
+
+    def correlator_config(self) -> Any:
+        """The correlator's ``Config`` these settings describe (GPU naming, pool identity)."""
+        from gpuslo.foundation import conventions as c
+        from gpuslo.slo_engine.correlate import Config, pool_identity
+
+        return Config(naming=c.gpu_naming(self.dcgm_names), pools=pool_identity(self.pool_by))
 
 
 class PolicyFile(FrozenStrict):

@@ -337,3 +337,46 @@ def test_without_prometheus_settings_a_page_is_still_recorded_and_announced(jour
     finally:
         inc.stop()
         chat.close()
+
+
+CLUSTER_POLICY = """\
+apiVersion: gpuslo/v1
+kind: RemediationPolicy
+settings:
+  prometheus: http://127.0.0.1:9
+  slo_specs: [slos.yaml]
+  dcgm_names: current
+  pool_by: {pool_by}
+policies:
+  - name: page
+    match: {{severity: page}}
+    action: {{notify_only: {{}}}}
+"""
+
+
+def test_the_cause_analysis_reads_the_cluster_as_the_settings_describe_it(tmp_path):
+    """A cluster on dcgm-exporter 4.9 with pools by pod label: both the live incidents and
+    the cause checks correlate with those names and that label; a bad pool_by is refused at
+    its place in the file."""
+    from gpuslo.remediation.engine import CauseCheck
+    from gpuslo.remediation.incidents import Explainer
+
+    from tests.remediation.incident_history import SLOS, WINDOWS
+
+    (tmp_path / "slos.yaml").write_text(SLOS)
+    (tmp_path / "windows.yaml").write_text(WINDOWS)
+    path = tmp_path / "policy.yaml"
+    path.write_text(CLUSTER_POLICY.format(pool_by="label:app.kubernetes.io/name"))
+    settings = load_policy(path).settings
+    for made in (Explainer.from_settings(settings, path), CauseCheck.from_settings(settings, path)):
+        assert made.config.naming.host_label == "hostname"  # the current generation's label
+        assert made.config.naming.name(c.DCGM_GPU_UTIL) != c.DCGM_GPU_UTIL.name
+        assert (made.config.pools.by, made.config.pools.label) == (
+            "label",
+            "app.kubernetes.io/name",
+        )
+    path.write_text(CLUSTER_POLICY.format(pool_by="deployment"))
+    with pytest.raises(SpecError) as err:
+        load_policy(path)
+    assert "policy.yaml:7" in str(err.value) and "settings.pool_by" in str(err.value)
+    assert "use owner, label or label:NAME" in str(err.value)
