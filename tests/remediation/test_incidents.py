@@ -360,7 +360,6 @@ def test_the_cause_analysis_reads_the_cluster_as_the_settings_describe_it(tmp_pa
     its place in the file."""
     from gpuslo.remediation.engine import CauseCheck
     from gpuslo.remediation.incidents import Explainer
-
     from tests.remediation.incident_history import SLOS, WINDOWS
 
     (tmp_path / "slos.yaml").write_text(SLOS)
