@@ -6,7 +6,9 @@ SLO period, is derived from those recorded series as a ratio of sums over time, 
 event-weighted (busy minutes weigh more than quiet ones) and never touches the
 high-cardinality raw series again. Windows of whole hours longer than two hours are summed
 from hourly partial sums (one recording an hour) plus the current hour so far, so a 30-day
-window reads about 1,500 samples per cycle instead of 43,200 (``tiled_sum``).
+window reads about 1,500 samples per cycle instead of 43,200 (``tiled_sum``). Those hourly
+and hour-to-date sums are themselves added up from five-minute partial sums (``BLOCK``), so
+each cycle's subqueries step over minutes, not over the hour (``block_span``).
 
 Ranges are written one millisecond short of the window (``[59m59s999ms]`` for 1h) so they hold
 exactly window/interval samples on Prometheus 2 (both ends included) and 3 (start excluded).
@@ -46,6 +48,7 @@ ALERT_NO_DATA = c.ALERT_SLI_NO_DATA
 DEFAULT_RUNBOOK_BASE = c.RUNBOOK_BASE_URL
 HOUR = 3600.0
 TILED_ABOVE = 2 * HOUR  # longer windows of whole hours are summed from hourly partial sums
+BLOCK = 300.0  # the hourly sums are summed from partial sums over blocks of five minutes
 
 
 class LayoutError(ValueError):
@@ -57,8 +60,8 @@ class Layout:
     """How an SLO's rules are split into groups and how long windows are summed.
 
     ``interval``: every group's evaluation interval in seconds, written on the group (the
-    hourly partial sums pick the evaluation in the first ``interval`` of each hour). It must
-    divide an hour. ``max_rules_per_group``: Mimir's ``ruler_max_rules_per_rule_group``
+    partial sums pick the evaluation in the first ``interval`` of each block or hour). It
+    must divide an hour. ``max_rules_per_group``: Mimir's ``ruler_max_rules_per_rule_group``
     (default 20). ``tiled``: long windows from hourly partial sums. ``chained``: a rule may
     read what an earlier rule of its group recorded in the same evaluation (Prometheus,
     Mimir, Thanos: yes; vmalert: no)."""
@@ -148,31 +151,41 @@ def is_tiled(seconds: float, layout: Layout) -> bool:
     return layout.tiled and seconds > TILED_ABOVE and seconds % HOUR == 0
 
 
-def _parity(hour_of: str, odd: bool) -> str:
-    """``hour_of`` (a vector of one timestamp) lies in an odd (even) clock hour since 1970."""
-    return f"floor({hour_of} / 3600) % 2 == {int(odd)}"
+def _parity(time_of: str, odd: bool, span: float = HOUR) -> str:
+    """``time_of`` (a vector of one timestamp) lies in an odd (even) clock hour (or other
+    aligned span) since 1970."""
+    return f"floor({time_of} / {number(span)}) % 2 == {int(odd)}"
 
 
-def hour_sum(series: str, sel: str, layout: Layout, previous: bool) -> str:
-    """The recorded series summed over its samples in one clock hour: the current one (up to
-    this evaluation), or with ``previous`` the one before.
+def block_span(layout: Layout) -> float:
+    """The span of the finer partial sums: five minutes when at least two evaluations fall in
+    each, else the hour itself (a single level, as for a 2m or 10m interval)."""
+    if BLOCK % layout.interval == 0 and 2 * layout.interval <= BLOCK:
+        return BLOCK
+    return HOUR
+
+
+def span_sum(series: str, sel: str, layout: Layout, span: float, previous: bool) -> str:
+    """The recorded series summed over its samples in one aligned span of time (a clock hour
+    or a five-minute block): the current one (up to this evaluation), or with ``previous``
+    the one before.
 
     A subquery at the group's interval reads one sample per step. Its steps are whole
     multiples of the interval while the group evaluates at an offset within it, so the steps
     are shifted one interval less a millisecond ahead (``offset -``): the last step then
     reads the sample this evaluation recorded, and every sample is read by exactly one
-    step. Samples are kept by the parity (even or odd) of the clock hour of their own
-    ``timestamp()``, which the evaluation's own hour picks, so the hours tile whatever the
+    step. Samples are kept by the parity (even or odd) of the span holding their own
+    ``timestamp()``, which the evaluation's own span picks, so the spans tile whatever the
     group's offset, and no step needs the evaluation time (``@ end()`` would break range
-    queries such as ``promtool tsdb create-blocks-from rules``). The previous hour's range
-    reaches two intervals further back so its first sample is in; the current hour's stops
-    short of any sample two hours back (same parity). Like a plain range, a gap in the
+    queries such as ``promtool tsdb create-blocks-from rules``). The previous span's range
+    reaches two intervals further back so its first sample is in; the current span's stops
+    short of any sample two spans back (same parity). Like a plain range, a gap in the
     recordings counts nothing: a step keeps only a sample from its own interval."""
     step = format_duration(layout.interval)
     r = (
-        format_duration(HOUR + 2 * layout.interval)
+        format_duration(span + 2 * layout.interval)
         if previous
-        else format_range(HOUR + layout.interval)
+        else format_range(span + layout.interval)
     )
     shift = format_range(layout.interval)
     parts = []
@@ -181,26 +194,80 @@ def hour_sum(series: str, sel: str, layout: Layout, previous: bool) -> str:
         # A step reads the sample of its own interval only: over a gap in the recordings the
         # lookback would otherwise read the last sample again at every step.
         fresh = f"{ts} - time() > -{number(layout.interval)}"
-        inner = f"{series}{sel} and ({_parity(ts, odd)}) and ({fresh})"
-        now_odd = odd != previous  # the previous hour has the other parity
+        inner = f"{series}{sel} and ({_parity(ts, odd, span)}) and ({fresh})"
+        now_odd = odd != previous  # the previous span has the other parity
         parts.append(
             f"sum_over_time(({inner})[{r}:{step}] offset -{shift})\n"
-            f"  and on() ({_parity('vector(time())', now_odd)})"
+            f"  and on() ({_parity('vector(time())', now_odd, span)})"
         )
     return "(\n  " + "\nor\n  ".join(parts) + "\n)"
+
+
+def hour_sum(series: str, sel: str, layout: Layout, previous: bool) -> str:
+    """The recorded series summed over its samples in one clock hour (``span_sum``)."""
+    return span_sum(series, sel, layout, HOUR, previous)
+
+
+def block_sum_rule_expr(series: str, sel: str, layout: Layout) -> str:
+    """The five-minute block that just ended, recorded once a block: only the evaluation in
+    the first ``interval`` of each block writes it, so its sample lies in the block after
+    the one it sums, within one interval of the block's start."""
+    first = f"vector(time()) % {number(BLOCK)} < {number(layout.interval)}"
+    return f"{span_sum(series, sel, layout, BLOCK, previous=True)}\nand on() ({first})"
 
 
 def hour_sum_rule_expr(series: str, sel: str, layout: Layout) -> str:
     """The clock hour that just ended, recorded once an hour: only the evaluation in the first
     ``interval`` of each hour writes it (the series is absent, so stale, in between), so a
-    window of N hours reads N samples of it, not N hours of evaluations."""
+    window of N hours reads N samples of it, not N hours of evaluations.
+
+    With five-minute blocks it adds the hour's twelve block sums: those written in the
+    first interval of its blocks 2 to 12 and of this hour's first block. A plain range
+    read, ending one interval less a millisecond ahead: a rule stage that evaluates at an
+    earlier second than the block sums (promtool's backfill) still reads this hour's first
+    one, and no other, since the blocks are at least two intervals long."""
     first = f"vector(time()) % 3600 < {number(layout.interval)}"
-    return f"{hour_sum(series, sel, layout, previous=True)}\nand on() ({first})"
+    if block_span(layout) == HOUR:
+        return f"{hour_sum(series, sel, layout, previous=True)}\nand on() ({first})"
+    block = c.slo_block_sum(series)
+    shift = format_range(layout.interval)
+    read = f"sum_over_time({block}{sel}[{format_range(HOUR)}] offset -{shift})"
+    return f"{read}\nand on() ({first})"
+
+
+def blocks_to_date(series: str, sel: str, layout: Layout) -> str:
+    """The five-minute block sums of the current clock hour's finished blocks.
+
+    A subquery steps over the last eleven block starts; each step reads the block sum
+    written within one interval after it (``offset -``, so a stage evaluating at an earlier
+    second than the block sums still finds it) and keeps it when its timestamp is at or
+    after the step, so no step reads an older one. A step's block sum covers the block
+    before the step, which is this hour's when that block's clock hour has the parity of
+    the evaluation's. The steps end at the evaluation's own block start, so the block under
+    way is left to ``span_sum`` whatever second either rule evaluates at."""
+    block = f"{c.slo_block_sum(series)}{sel} offset -{format_range(layout.interval)}"
+    fresh = f"timestamp({block}) - time() >= 0"
+    steps = format_range(HOUR - BLOCK)  # at most the hour's first 11 blocks are finished
+    parts = []
+    for odd in (False, True):
+        summed = f"vector(time()) - {number(BLOCK)}"  # in the block the step's sum covers
+        inner = f"{block} and ({fresh}) and on() ({_parity(f'({summed})', odd)})"
+        parts.append(
+            f"sum_over_time(({inner})[{steps}:{format_duration(BLOCK)}])\n"
+            f"  and on() ({_parity('vector(time())', odd)})"
+        )
+    return "(\n  " + "\nor\n  ".join(parts) + "\n)"
 
 
 def hour_to_date_rule_expr(series: str, sel: str, layout: Layout) -> str:
-    """The current clock hour so far, from its first step to the latest."""
-    return f"{hour_sum(series, sel, layout, previous=False)}\nor\n0 * {series}{sel}"
+    """The current clock hour so far, from its first step to the latest: with five-minute
+    blocks, the finished blocks' sums plus the block under way."""
+    zero = f"0 * {series}{sel}"
+    if block_span(layout) == HOUR:
+        return f"{hour_sum(series, sel, layout, previous=False)}\nor\n{zero}"
+    done = blocks_to_date(series, sel, layout)
+    current = span_sum(series, sel, layout, BLOCK, previous=False)
+    return f"(\n{done}\nor\n{zero}\n)\n+\n(\n{current}\nor\n{zero}\n)"
 
 
 def tiled_sum(series: str, sel: str, seconds: float) -> str:
@@ -354,7 +421,8 @@ def source_rules(
     slo: SLO, qualified: bool = False, layout: Layout = DEFAULT_LAYOUT
 ) -> list[dict[str, Any]]:
     """The base rates (the only rules reading raw series) and, when a window is tiled, their
-    hourly sums and hour-to-date sums."""
+    five-minute block sums, hourly sums and hour-to-date sums, in that order (each reads
+    the ones before it, recorded in the same evaluation)."""
     labels = slo_labels(slo)
     sel = selector(slo, qualified)
     rules: list[dict[str, Any]] = [
@@ -363,6 +431,15 @@ def source_rules(
     ]
     tiled = [w for w in windows(slo) if w != period_name(slo) or slo.calendar is None]
     if any(is_tiled(parse_duration(w), layout) for w in tiled):
+        if block_span(layout) != HOUR:
+            for series in (requests_series(slo), errors_series(slo)):
+                rules.append(
+                    {
+                        "record": c.slo_block_sum(series),
+                        "expr": block_sum_rule_expr(series, sel, layout),
+                        "labels": labels,
+                    }
+                )
         for series in (requests_series(slo), errors_series(slo)):
             rules.append(
                 {

@@ -928,6 +928,12 @@ def slo_hour_to_date(series: str) -> str:
     return f"{series}_sum_hour_to_date"
 
 
+def slo_block_sum(series: str) -> str:
+    """A recorded base rate summed over the five-minute block that just ended (one sample
+    every five minutes): the hourly and hour-to-date sums add these up."""
+    return f"{series}_sum_5m_block"
+
+
 def slo_rule_group_part(slo: str, part: str) -> str:
     """A further rule group of one SLO (``dashboard``, ``sli``): what no alert reads."""
     return f"gpuslo-slo-{slo}-{part}"

@@ -44,8 +44,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run(args: Sequence[str], timeout: float) -> str:
-    out = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+def _run(args: Sequence[str], timeout: float, cwd: Path | None = None) -> str:
+    out = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if out.returncode != 0:
         raise LabError(f"{Path(args[0]).name} failed: {(out.stderr or out.stdout).strip()[-2000:]}")
     return out.stdout
@@ -199,7 +199,15 @@ class Prometheus(_Server):
         self, groups: list[dict[str, Any]], start: float, end: float, interval: str = "1m"
     ) -> None:
         """Evaluate recording rules over [start, end] into blocks and load them. Rules reading
-        series that other rules record are evaluated in a later stage, after a restart."""
+        series that other rules record are evaluated in a later stage, after a restart.
+
+        Promtool evaluates a group at an offset within the interval hashed from the group's
+        name and its rule file's path as given, so the rule file is named relative to the
+        work directory: the same groups land on the same seconds in every run, wherever the
+        work directory is. (Promtool drops an evaluation whose timestamp falls in the last
+        second before each two-hour block boundary, so an offset within a second of the
+        interval loses one sample every two hours; a path-dependent offset made that a
+        rare, unreproducible failure.)"""
         recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
         stages = _stages(groups, recorded)
         for n, stage in enumerate(stages):
@@ -217,11 +225,12 @@ class Prometheus(_Server):
                     f"--start={int(start)}",
                     f"--end={int(end)}",
                     f"--eval-interval={interval}",
-                    f"--output-dir={out}",
+                    f"--output-dir={out.resolve()}",
                     "--quiet",
-                    str(rule_file),
+                    rule_file.name,
                 ],
                 timeout=1800,
+                cwd=self.workdir,
             )
             for block in out.iterdir():
                 block.rename(self.data / block.name)

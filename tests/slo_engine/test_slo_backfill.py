@@ -141,9 +141,11 @@ def backfilled(tmp_path_factory):
         prom.restart()
         prom.backfill_rules(only({REQUESTS, ERRORS}), start=t_end - DAYS * 86400 - 3600, end=t_end)
         # The 30-day window sums one recording per clock hour plus the current hour so far,
-        # minus the same stretch 30 days back: backfill both partial sums over the period.
+        # minus the same stretch 30 days back; both add up five-minute block sums: backfill
+        # all three over the period (in two stages, each at its own second of the minute).
         partial = {c.slo_hour_sum(REQUESTS), c.slo_hour_sum(ERRORS)}
         partial |= {c.slo_hour_to_date(REQUESTS), c.slo_hour_to_date(ERRORS)}
+        partial |= {c.slo_block_sum(REQUESTS), c.slo_block_sum(ERRORS)}
         prom.backfill_rules(only(partial), start=t_end - DAYS * 86400 - 3600, end=t_end)
         periods = {error_ratio("30d"), error_ratio("month"), error_ratio("week")}
         prom.backfill_rules(only(periods), start=t_end - 300, end=t_end)
@@ -303,3 +305,48 @@ def test_calendar_periods_across_dst_agree_with_the_evaluator(dst_backfilled):
                 off = exact_ratio(truth, DST_START, utc(since) + 3600, t)
                 assert abs(off - exact) / exact > 1e-2, (name, at, off, exact)
     print(f"max relative difference, Prometheus vs evaluator: {worst:.3g}")
+
+
+def raw(prom, series: str, since: int, until: int) -> list[tuple[float, float]]:
+    """Every sample of one recorded series in (since, until], oldest first."""
+    result = prom.query(f'{series}{{slo="chat-availability"}}[{until - since}s]', at=until)
+    assert len(result) == 1, (series, result)
+    return [(float(t), float(v)) for t, v in result[0]["values"]]
+
+
+def test_block_and_hour_sums_count_every_base_rate_once_across_boundaries(backfilled):
+    """Each partial sum, sample by sample over three hours (36 five-minute boundaries, three
+    hour boundaries), against the base rates it must cover: a block sum its whole previous
+    block, an hourly sum its whole previous hour, an hour-to-date sum its hour up to the
+    whole minute at or after its own time (its subquery's last step). Promtool backfills
+    the base rates, the block sums and the sums over them in separate stages, each at its
+    own second of the minute, as a rule stage may run in an operator's backfill too. One
+    base rate lost or counted twice at a boundary changes a sum by about a 60th of an hour's
+    and fails this by far."""
+    prom, t_end, _, _ = backfilled
+    since = t_end - 3 * 3600
+    for name in (REQUESTS, ERRORS):
+        base = raw(prom, name, since - 3600, t_end)
+
+        def total(keep, base=base) -> float:
+            return sum(v for t, v in base if keep(t))
+
+        for series, span, count in (
+            (c.slo_block_sum(name), 300, 36),
+            (c.slo_hour_sum(name), 3600, 3),
+        ):
+            got = raw(prom, series, since, t_end)
+            assert len(got) == count
+            for at, value in got:
+                assert at % span < 60  # written in the first evaluation of its span
+                done = at // span - 1  # the span that just ended
+                want = total(lambda t, d=done, s=span: t // s == d)
+                assert value == pytest.approx(want, rel=1e-9), (series, at)
+        to_date = raw(prom, c.slo_hour_to_date(name), since, t_end)
+        assert len(to_date) == 180
+        for at, value in to_date:
+            last = math.ceil(at / 60) * 60  # the subquery's last step
+            want = total(
+                lambda t, a=at, e=last: t // 3600 == a // 3600 and t // 300 <= a // 300 and t <= e
+            )
+            assert value == pytest.approx(want, rel=1e-9), (name, "to date", at)

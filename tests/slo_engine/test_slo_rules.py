@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from gpuslo.slo_engine import load_specs, rule_groups, write_outputs
+from gpuslo.slo_engine.rules import Layout
 from tests.conftest import need, run_gpuslo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,9 +140,35 @@ def test_windows_longer_than_two_hours_sum_hourly_partial_sums():
     assert f"sum_over_time({hour})" in one_day
     assert f"+ {to_date}\n" in one_day and f"- ({to_date} offset 1d or" in one_day
     assert "gpuslo:slo_errors:rate5m{" not in one_day  # no day of 5m rates read per cycle
-    # The hourly sum is written only in the first interval of each hour.
+    # The hourly sum is written only in the first interval of each hour, from the hour's
+    # twelve five-minute block sums (a plain range read, no subquery).
     hourly = by_record["gpuslo:slo_errors:rate5m_sum_hour"]
     assert hourly.endswith("and on() (vector(time()) % 3600 < 60)")
+    block = 'gpuslo:slo_errors:rate5m_sum_5m_block{slo="chat-availability"}'
+    assert f"sum_over_time({block}[59m59s999ms] offset -59s999ms)" in hourly
+    assert ":" not in hourly.split("[")[1].split("]")[0]
+    # Block sums: written in the first interval of each block, one step per minute of it.
+    blocks = by_record["gpuslo:slo_errors:rate5m_sum_5m_block"]
+    assert blocks.endswith("and on() (vector(time()) % 300 < 60)")
+    assert blocks.count("[7m:1m] offset -59s999ms)") == 2  # one subquery per block parity
+    # The hour so far: finished blocks (one step per block) plus the block under way.
+    to_date = by_record["gpuslo:slo_errors:rate5m_sum_hour_to_date"]
+    assert to_date.count("[54m59s999ms:5m])") == 2  # the 11 blocks an hour can have finished
+    assert to_date.count("[5m59s999ms:1m] offset -59s999ms)") == 2
+    assert "3600:1m]" not in to_date and "[1h" not in to_date  # no step over a whole hour
+    records = list(by_record)
+    assert records.index("gpuslo:slo_errors:rate5m_sum_5m_block") < records.index(
+        "gpuslo:slo_errors:rate5m_sum_hour"
+    )  # written before what reads it in the same evaluation
+
+
+def test_intervals_too_long_for_two_steps_a_block_sum_whole_hours_directly():
+    slos, _ = load_specs([EXAMPLE])
+    groups = rule_groups(slos, layout=Layout(interval=180))
+    records = {r["record"]: r["expr"] for g in groups for r in g["rules"] if "record" in r}
+    assert not any(r.endswith("_sum_5m_block") for r in records)
+    hourly = records["gpuslo:slo_errors:rate5m_sum_hour"]
+    assert "[1h6m:3m] offset -2m59s999ms)" in hourly
 
 
 def test_cli_generate_writes_nothing_when_a_spec_is_invalid(tmp_path):

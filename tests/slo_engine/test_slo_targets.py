@@ -115,7 +115,7 @@ def test_the_ordering_check_catches_an_alert_moved_before_its_recordings(tmp_pat
     assert ordering_problems(split, chained=False)  # the recordings chain within their group
 
 
-@pytest.mark.parametrize("limit", [19, 15, 11])
+@pytest.mark.parametrize("limit", [19, 15, 13])
 def test_a_lower_group_limit_moves_what_no_alert_reads_and_keeps_the_ordering(tmp_path, limit):
     slos, _ = load_specs([EXAMPLE])
     groups = rule_groups(slos, layout=Layout(max_rules_per_group=limit))
@@ -130,7 +130,7 @@ def test_a_lower_group_limit_moves_what_no_alert_reads_and_keeps_the_ordering(tm
 
 def test_a_limit_below_what_the_alerts_need_is_one_clear_error(tmp_path):
     slos, _ = load_specs([EXAMPLE])
-    with pytest.raises(LayoutError, match="need 11 rules in one group, more than the limit of 6"):
+    with pytest.raises(LayoutError, match="need 13 rules in one group, more than the limit of 6"):
         rule_groups(slos, layout=Layout(max_rules_per_group=6))
     out = run_gpuslo(
         "slo", "generate", str(EXAMPLE), "-o", str(tmp_path / "o"), "--max-rules-per-group", "6"
@@ -145,8 +145,11 @@ def test_a_limit_below_what_the_alerts_need_is_one_clear_error(tmp_path):
 def test_every_group_carries_the_interval_the_hourly_sums_assume(tmp_path):
     doc, _ = generated(tmp_path, "prometheus", interval=30)
     assert {g["interval"] for g in doc["groups"]} == {"30s"}
-    hour = next(r for r in doc["groups"][0]["rules"] if r["record"].endswith("_sum_hour"))
-    assert "% 3600 < 30" in hour["expr"] and ":30s] offset -29s999ms)" in hour["expr"]
+    rules = doc["groups"][0]["rules"]
+    hour = next(r for r in rules if r["record"].endswith("_sum_hour"))
+    assert "% 3600 < 30" in hour["expr"] and "offset -29s999ms)" in hour["expr"]
+    block = next(r for r in rules if r["record"].endswith("_sum_5m_block"))
+    assert "% 300 < 30" in block["expr"] and ":30s] offset -29s999ms)" in block["expr"]
 
 
 def test_mimir_files_are_namespaces_mimirtool_rules_load_accepts(tmp_path):
