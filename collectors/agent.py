@@ -217,6 +217,15 @@ def health_of(states: Sequence[CollectorState], now: float) -> dict[str, dict[st
     }
 
 
+def whole_scrape(
+    collected: str, states: Sequence[CollectorState], now: float, openmetrics: bool
+) -> str:
+    """The scrape: the collectors' text, the self-metrics at ``now`` and, for OpenMetrics,
+    ``# EOF`` (the agent's own server and the scrape process both serve this)."""
+    tail = render(self_families(states, now), openmetrics)
+    return collected + tail + ("# EOF\n" if openmetrics else "")
+
+
 class Agent:
     """Runs collectors on their own cadence and renders the latest snapshots."""
 
@@ -401,8 +410,8 @@ class Agent:
 
     def render(self, openmetrics: bool = False) -> str:
         """The whole scrape: every collector's latest snapshot plus self-metrics."""
-        tail = render(self.self_metrics(), openmetrics)
-        return self.render_collected(openmetrics) + tail + ("# EOF\n" if openmetrics else "")
+        collected = self.render_collected(openmetrics)
+        return whole_scrape(collected, self.states(), self._clock(), openmetrics)
 
     def render_collected(self, openmetrics: bool = False) -> str:
         """Every collector's latest snapshot: the scrape less self-metrics and ``# EOF``."""

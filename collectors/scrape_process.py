@@ -31,9 +31,7 @@ import threading
 import time
 from typing import Any
 
-from gpuslo.foundation.exposition import render
-
-from .agent import Agent, CollectorState, health_of, self_families
+from .agent import Agent, CollectorState, health_of, whole_scrape
 from .server import CONNECTION_TIMEOUT, AgentServer
 
 log = logging.getLogger(__name__)
@@ -61,8 +59,7 @@ class Mirror:
     def render(self, openmetrics: bool = False) -> str:
         with self._lock:
             text, states = self._texts[openmetrics], self._states
-        tail = render(self_families(states, time.monotonic()), openmetrics)
-        return text + tail + ("# EOF\n" if openmetrics else "")
+        return whole_scrape(text, states, time.monotonic(), openmetrics)
 
     def health(self) -> dict[str, dict[str, object]]:
         with self._lock:

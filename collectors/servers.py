@@ -776,12 +776,6 @@ class ServerCollector:
                 )
         return b"".join(chunks)
 
-    def _scrape(self, target: Target, scrape: _Scrape | None = None) -> tuple[list[Series], float]:
-        """Fetch and read one target on this thread (tests; ``collect`` fetches on the pool)."""
-        body, took = self._run(target, scrape or _Scrape())
-        series, read = self._read(target, body)
-        return series, took + read
-
     def _read(self, target: Target, body: bytes) -> tuple[list[Series], float]:
         """Parse one fetched body into canonical series: the seconds it took with them."""
         started = time.perf_counter()
